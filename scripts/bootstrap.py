@@ -87,6 +87,7 @@ def _remove_stray_tests_package(site_packages: Path) -> None:
 def _requirements_hash() -> str:
     digest = hashlib.sha256(REQUIREMENTS.read_bytes())
     digest.update(Path(__file__).read_bytes())
+    digest.update((ROOT / "pyproject.toml").read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -103,6 +104,7 @@ def main() -> int:
     _pip("-r", str(REQUIREMENTS), TORCH_PIN)
     _pip("--no-deps", *NO_DEPS)
     _pip("--no-deps", "--ignore-requires-python", *NO_DEPS_ANY_PYTHON)
+    _pip("--no-deps", "--editable", str(ROOT))
 
     site_packages = _site_packages()
     _patch_lava_dataclass_defaults(site_packages)
