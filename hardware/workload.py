@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,16 +85,18 @@ def _file_workload(args) -> Workload:
                                 "lower --steps or give a longer input")
         spikes = spikes[:args.steps]
     stored_dt = metadata.get("dt")
+    notes = []
     if args.dt is not None:
         dt = args.dt
     elif stored_dt is not None:
         dt = float(stored_dt)
     else:
         dt = DEFAULT_DT
-        warnings.warn(f"{args.graph} does not store dt and --dt was not given; using {DEFAULT_DT:g} s",
-                      stacklevel=2)
+        notes.append(f"{args.graph} does not store dt and --dt was not given; used {DEFAULT_DT:g} s")
+        logger.info(notes[-1])
     description = f"{args.graph} on {args.input}: {spikes.shape[0]} steps, batch {spikes.shape[1]}"
-    return Workload(graph=graph, dt=dt, spikes=spikes, description=description, graph_path=args.graph)
+    return Workload(graph=graph, dt=dt, spikes=spikes, description=description, graph_path=args.graph,
+                    notes=notes)
 
 
 def prepare_workload(args) -> Workload:
