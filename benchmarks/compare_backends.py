@@ -3,9 +3,9 @@
 With no arguments: the PulmoFusion SNN (untrained, seeded) is written as a NIR graph,
 a set of simulated thermal breathing clips is rate-coded into spikes, and the graph
 runs on snnTorch, Norse, Lava floating point and Lava fixed point.  Each backend is
-compared layer by layer with the project's reference simulator, counted (spikes,
-synaptic operations, neuron updates, sparsity), timed and measured for memory; the
-X3D-S CNN runs on the same clips for its multiply-accumulates, latency and memory;
+compared layer by layer with the project's reference simulator.  Each run is counted
+(spikes, synaptic operations, neuron updates, sparsity), timed and measured for memory.
+The X3D-S CNN runs on the same clips for its multiply-accumulates, latency and memory,
 and energy is estimated for both from one table of constants.
 
 Results: a table on stdout, and ``results.json``, ``results.md``, ``graph.nir`` and PNG

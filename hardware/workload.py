@@ -1,4 +1,4 @@
-"""What the backend comparison runs: the graph, its input, and the timed, counted runs."""
+"""Workload of the backend comparison (graph and input) and its timed, counted runs."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ in that form; the other backends are compared with it layer by layer.
 Within one step, snnTorch and Norse evaluate every node of the graph in topological
 order, so a spike reaches the last layer in the step it was emitted.  Lava delays a
 message by one step on every connection that goes through a synaptic process, so
-its raw records lag; a backend reports that lag per node in ``BackendRun.delays``
+its raw records lag.  A backend reports that lag per node in ``BackendRun.delays``
 and returns records already shifted back onto the graph's time base.
 
 Tensor layout
@@ -58,7 +58,7 @@ class BackendRun:
     ``spikes`` maps the name of every spiking node (LIF, IF, CubaLIF, ...) to its output
     spikes, ``(T, B, *shape)`` of 0/1 float values, on the graph's time base.
     ``output`` is the graph's output node values, ``(T, B, *shape)``.
-    ``voltages`` holds membrane traces ``(T, B, *shape)`` per spiking node when the run
+    ``voltages`` contains membrane traces ``(T, B, *shape)`` per spiking node when the run
     was asked to record them (units of the backend; fixed point gives integers).
     ``delays`` is the number of steps each node's raw record lagged the graph's time
     base on this backend (0 everywhere for snnTorch and Norse).
