@@ -11,8 +11,15 @@ Definitions (per run, summed over time steps and samples):
   binary spike input this is "spike x fan-out", one accumulate each.  The input of the
   network counts too, since the first layer's synapses process it.
 
-A synaptic node whose input is graded (it follows another synaptic node, not a neuron)
-is counted from the upstream values only when those are known; the report says so.
+A synaptic node whose input is graded (values other than 0 and 1, e.g. a foreign graph
+fed with analog input) performs multiply-accumulates, not accumulates: ``graded_input``
+marks it, and ``RunCounts.graded_operations`` sums those separately.  A synaptic node
+that follows another synaptic node (no neuron between) is counted only when the
+upstream values are known; the report says so.
+
+NeuroBench 2.3's ``SynapticOperations`` uses the same definition for the Linear and
+Conv layers it hooks, but it does not hook pooling layers, so its total leaves out the
+pooling terms counted here.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class LayerCounts:
     synaptic_operations: int = 0
     fan_out_total: int = 0
     source: str = ""
+    graded_input: bool = False
 
     @property
     def sparsity(self) -> float | None:
@@ -64,6 +72,12 @@ class RunCounts:
     @property
     def total_synaptic_operations(self) -> int:
         return sum(layer.synaptic_operations for layer in self.layers if layer.kind == "synapse")
+
+    @property
+    def graded_operations(self) -> int:
+        """Synaptic operations whose input was graded: multiply-accumulates, not accumulates."""
+        return sum(layer.synaptic_operations for layer in self.layers
+                   if layer.kind == "synapse" and layer.graded_input)
 
     @property
     def total_neuron_updates(self) -> int:
@@ -113,9 +127,8 @@ def fan_out(graph: nir.NIRGraph, node_name: str, source_shape: tuple[int, ...], 
     return x.grad[0].numpy().round().astype(np.int64)
 
 
-def _source_of(graph: nir.NIRGraph, name: str) -> tuple[str, list[str]]:
+def _source_of(graph: nir.NIRGraph, graph_layout, name: str) -> tuple[str, list[str]]:
     """Walk upstream through Flatten nodes; return the first other node and the path walked."""
-    graph_layout = layout(graph)
     path: list[str] = []
     current = name
     while True:
@@ -152,16 +165,17 @@ def count_run(graph: nir.NIRGraph, input_spikes: np.ndarray, spikes: dict[str, n
                 spikes=int(np.count_nonzero(record)), neuron_updates=neurons * steps * samples,
             ))
         elif isinstance(node, SYNAPTIC_TYPES):
-            source, path = _source_of(graph, name)
+            source, path = _source_of(graph, graph_layout, name)
             if source not in known:
                 uncounted.append(f"{name}: input comes from {source or 'several nodes'}, whose values are not "
                                  "recorded; its synaptic operations are not counted")
                 continue
             fan = fan_out(graph, name, shapes[source], path)
-            activity = (known[source] != 0).sum(axis=(0, 1))
+            values = known[source]
+            activity = (values != 0).sum(axis=(0, 1))
             layers.append(LayerCounts(
                 name=name, node_type=type(node).__name__, kind="synapse",
                 synaptic_operations=int((activity * fan).sum()), fan_out_total=int(fan.sum()),
-                source=source,
+                source=source, graded_input=bool(np.any((values != 0) & (values != 1))),
             ))
     return RunCounts(layers=layers, steps=steps, samples=samples, uncounted=uncounted)

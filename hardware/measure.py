@@ -74,7 +74,7 @@ def measure_latency(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> 
 
 @dataclass(frozen=True)
 class MemoryMeasurement:
-    """Peak RSS in bytes of this process plus its descendants while a callable ran.
+    """Peak resident memory (PSS where available, else RSS) in bytes of this process tree during a call.
 
     ``baseline_bytes`` is the RSS sampled just before the call, ``increase_bytes`` the
     peak minus that baseline (0 when memory only fell).  ``samples`` counts the RSS
@@ -89,17 +89,31 @@ class MemoryMeasurement:
     result: Any = None
 
 
-def process_tree_rss(process: psutil.Process) -> int:
-    """Return the RSS in bytes of ``process`` plus all its descendants.
+def _resident_bytes(process: psutil.Process) -> int:
+    """Return the PSS of ``process`` where the system reports it (Linux), else its RSS.
 
-    A child that exits during the scan, or that this user may not inspect, is skipped.
-    Pages shared between processes (libraries, fork copy-on-write) count once per process,
-    so the sum can exceed the memory the tree occupies.
+    PSS (proportional set size) divides each shared page among the processes sharing it.
+    Lava forks one child per process it runs, and the children share most of their pages
+    (libraries, copy-on-write memory) with the parent; summed RSS counts those pages once
+    per child and overstates the tree's memory several times over.
     """
-    total = process.memory_info().rss
+    try:
+        return int(process.memory_full_info().pss)
+    except (AttributeError, psutil.AccessDenied):
+        return int(process.memory_info().rss)
+
+
+def process_tree_rss(process: psutil.Process) -> int:
+    """Return the resident memory in bytes of ``process`` plus all its descendants.
+
+    Each process counts its PSS where available (see ``_resident_bytes``), else its RSS,
+    which counts shared pages once per process.  A child that exits during the scan, or
+    that this user may not inspect, is skipped.
+    """
+    total = _resident_bytes(process)
     for child in process.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            total += _resident_bytes(child)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return total

@@ -86,6 +86,7 @@ class Report:
                 "synaptic_operations_per_layer_per_clip": {
                     layer.name: counts.per_sample(layer.synaptic_operations)
                     for layer in counts.layers if layer.kind == "synapse"},
+                "graded_input_operations_per_clip": counts.per_sample(counts.graded_operations),
                 "neuron_updates_per_clip": counts.per_sample(counts.total_neuron_updates),
                 "activation_sparsity": counts.sparsity,
                 "latency_per_clip_s": {

@@ -103,6 +103,10 @@ def _notes(report) -> list[str]:
     for row in report.backend_rows():
         for note in dict.fromkeys(row["notes"]):
             lines.append(f"{row['backend']}: {note}")
+        if row["graded_input_operations_per_clip"]:
+            lines.append(f"{row['backend']}: {_si(row['graded_input_operations_per_clip'])} of the SOPs per clip "
+                         "had graded (non-binary) input, so they are multiply-accumulates; pricing them as "
+                         "accumulates underestimates their energy")
         if row["delays_steps"]:
             delays = ", ".join(f"{k}={v}" for k, v in row["delays_steps"].items())
             lines.append(f"{row['backend']}: raw records lag the graph's time base by (steps) {delays}; "

@@ -113,20 +113,6 @@ def spiking_nodes(graph: nir.NIRGraph) -> list[str]:
     return [name for name in layout(graph).order if isinstance(graph.nodes[name], SPIKING_TYPES)]
 
 
-def synaptic_depth(graph: nir.NIRGraph) -> dict[str, int]:
-    """Count the synaptic nodes on the path from the Input to each node (the longest path).
-
-    On a simulator that delays every synaptic connection by one step (Lava), a node's
-    output lags the graph's time base by this many steps.
-    """
-    graph_layout = layout(graph)
-    depth: dict[str, int] = {}
-    for name in graph_layout.order:
-        before = max((depth[p] for p in graph_layout.predecessors[name]), default=0)
-        depth[name] = before + (1 if isinstance(graph.nodes[name], SYNAPTIC_TYPES) else 0)
-    return depth
-
-
 def _pair(value) -> tuple[int, int]:
     array = np.asarray(value).reshape(-1)
     if array.size == 1:

@@ -63,3 +63,14 @@ def test_flatten_between_neurons_and_affine(small_snn):
     fan = fan_out(graph, "fc1", (8, 4, 4), ["flatten"])
     assert fan.shape == (8, 4, 4)
     assert fan.reshape(-1).tolist() == (np.asarray(fc1.weight) != 0).sum(axis=0).tolist()
+
+
+def test_graded_input_marked():
+    graph = _graph({"input": nir.Input(input_type={"input": np.array([2])}),
+                    "fc": nir.Affine(weight=np.ones((1, 2)), bias=np.zeros(1)), "lif": _lif((1,)),
+                    "output": nir.Output(output_type={"output": np.array([1])})}, ["input", "fc", "lif", "output"])
+    binary = count_run(graph, np.ones((2, 1, 2)), {"lif": np.zeros((2, 1, 1))})
+    graded = count_run(graph, np.full((2, 1, 2), 0.3), {"lif": np.zeros((2, 1, 1))})
+    assert binary.graded_operations == 0
+    assert graded.graded_operations == 4
+    assert graded.layers[0].graded_input
