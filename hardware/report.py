@@ -7,16 +7,14 @@ typed in.  Per-clip figures divide a whole batch's count or time by its clip cou
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hardware.energy import energy_table_markdown, estimate_energy, load_energy_table
 from hardware.workload import BackendMeasurement, CnnMeasurement, Workload
+from neuro.files import atomic_write
 from neuro.nir_io import write_graph
 
 MB = 1024 * 1024
@@ -152,18 +150,6 @@ class Report:
         return render_markdown(self, energy_table_markdown(self.energy_table))
 
 
-def _atomic_write(path: Path, write) -> Path:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_report(report: Report, out: Path) -> list[Path]:
     """Write results.json, results.md, graph.nir and the PNG plots into ``out``; return the paths."""
     from hardware.plots import plot_layer_spikes, plot_rasters
@@ -171,12 +157,12 @@ def write_report(report: Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(report.to_dict(), indent=2, default=_json_default)
     paths = [
-        _atomic_write(out / "results.json", lambda p: Path(p).write_text(payload + "\n")),
-        _atomic_write(out / "results.md", lambda p: Path(p).write_text(report.markdown())),
+        atomic_write(out / "results.json", lambda p: Path(p).write_text(payload + "\n")),
+        atomic_write(out / "results.md", lambda p: Path(p).write_text(report.markdown())),
         write_graph(report.workload.graph, out / "graph.nir"),
     ]
-    paths += plot_rasters(report, out, _atomic_write)
-    paths.append(plot_layer_spikes(report, out, _atomic_write))
+    paths += plot_rasters(report, out, atomic_write)
+    paths.append(plot_layer_spikes(report, out, atomic_write))
     return paths
 
 

@@ -12,11 +12,11 @@ other than tensors and plain containers.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from neuro.files import atomic_write
 from neuro.model import PulmoSNN, SNNConfig
 
 FORMAT = "pulmofusion-snn"
@@ -32,15 +32,7 @@ def save_snn(model: PulmoSNN, path: str | os.PathLike) -> Path:
     path = Path(path)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "config": model.config.to_dict(), "state_dict": model.state_dict()}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_snn(path: str | os.PathLike) -> PulmoSNN:

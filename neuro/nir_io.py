@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -25,6 +24,7 @@ import nir
 import numpy as np
 import torch
 
+from neuro.files import atomic_write
 from neuro.graph import GraphStructureError, infer_shapes, layout, node_output_shape
 from neuro.model import PulmoSNN, SumPool2d
 from neuro.neurons import LIF
@@ -92,15 +92,7 @@ def write_graph(graph: nir.NIRGraph, path: str | os.PathLike) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise GraphFileError(f"cannot write NIR file {path}: folder {folder} does not exist; create it first")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    try:
-        nir.write(temporary, graph)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: nir.write(temporary, graph))
 
 
 # A hostile file could declare arrays far larger than any SNN; refuse before loading them.

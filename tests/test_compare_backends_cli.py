@@ -11,7 +11,7 @@ import h5py
 import nir
 import numpy as np
 import pytest
-from nir_traces import REFERENCE_DIR, reference_trace, spike_steps
+from nir_traces import REFERENCE_DIR, reference_trace
 
 from neuro.nir_io import write_graph
 

@@ -27,16 +27,10 @@ from norse.torch.module.iaf import IAFCell
 from norse.torch.module.lif_box import LIFBoxCell
 from norse.torch.utils import import_nir as norse_import
 
-from neuro.backends.base import Backend, BackendRun, group_notes
 from neuro.backends.reference import sum_pool_function
-from neuro.backends.stepper import NodeStep, flatten_with_batch, run_graph, stateless
-from neuro.graph import infer_shapes
+from neuro.backends.stepper import NodeStep, SteppedBackend, flatten_with_batch, float64_tensor, stateless
 
 DTYPE = torch.float64
-
-
-def _tensor(value, shape) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=DTYPE).expand(shape).clone()
 
 
 class _CellAdapter:
@@ -54,57 +48,37 @@ class _CellAdapter:
         return spikes.to(DTYPE), state
 
 
-class NorseBackend(Backend):
+class NorseBackend(SteppedBackend):
     """NIR graph on Norse ``LIFBoxCell`` / ``IAFCell`` neurons and Norse's linear layers."""
 
     name = "norse"
     node_types = (nir.Affine, nir.Linear, nir.Conv2d, nir.SumPool2d, nir.Flatten, nir.LIF, nir.IF)
 
-    def build(self, graph: nir.NIRGraph, dt: float) -> tuple[dict[str, NodeStep], list[str]]:
-        """Return one step callable per node and the corrections made, for step ``dt`` (s)."""
-        self.check_supported(graph)
-        shapes = infer_shapes(graph)
-        steps: dict[str, NodeStep] = {}
-        notes: list[tuple[str, str]] = []
-        for name, node in graph.nodes.items():
-            if isinstance(node, (nir.Input, nir.Output)):
-                continue
-            shape = shapes[name]
-            padded_pool = isinstance(node, nir.SumPool2d) and np.any(np.asarray(node.padding) != 0)
-            if isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)) or (
-                    isinstance(node, nir.SumPool2d) and not padded_pool):
-                module = norse_import._import_norse_module(node, dt=dt).to(DTYPE)
-                steps[name] = stateless(module)
-            elif isinstance(node, nir.SumPool2d):
-                steps[name] = stateless(sum_pool_function(node))
-                notes.append((name, "padded SumPool2d summed by the adapter; Norse's LPPool2d drops padding."))
-            elif isinstance(node, nir.Flatten):
-                steps[name] = stateless(flatten_with_batch(node))
-                notes.append((name, "Flatten start_dim shifted by one for the batch dimension "
-                             "(Norse's importer passes NIR's start_dim unchanged)."))
-            elif isinstance(node, nir.LIF):
-                parameters = LIFBoxParameters(
-                    tau_mem_inv=1.0 / _tensor(node.tau, shape), v_leak=_tensor(node.v_leak, shape),
-                    v_th=_tensor(node.v_threshold, shape), v_reset=_tensor(node.v_reset, shape),
-                )
-                steps[name] = _CellAdapter(LIFBoxCell(parameters, dt=dt), _tensor(node.r, shape),
-                                           LIFBoxFeedForwardState)
-                notes.append((name, "LIF input multiplied by r and membrane started at 0; Norse's "
-                             "importer ignores r and starts at v_leak."))
-            elif isinstance(node, nir.IF):
-                parameters = IAFParameters(v_th=_tensor(node.v_threshold, shape),
-                                           v_reset=_tensor(node.v_reset, shape))
-                steps[name] = _CellAdapter(IAFCell(parameters, dt=dt), _tensor(node.r, shape),
-                                           IAFFeedForwardState)
-                notes.append((name, "IF input multiplied by r and membrane started at 0; Norse's "
-                             "importer ignores r and starts at v_reset."))
-        return steps, group_notes(notes)
+    def build_node(self, name: str, node: nir.NIRNode, shape: tuple[int, ...],
+                   dt: float) -> tuple[NodeStep, str | None]:
+        padded_pool = isinstance(node, nir.SumPool2d) and np.any(np.asarray(node.padding) != 0)
+        if isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d, nir.SumPool2d)) and not padded_pool:
+            return stateless(norse_import._import_norse_module(node, dt=dt).to(DTYPE)), None
+        if padded_pool:
+            return stateless(sum_pool_function(node)), (
+                "padded SumPool2d summed by the adapter; Norse's LPPool2d drops padding.")
+        if isinstance(node, nir.Flatten):
+            return stateless(flatten_with_batch(node)), (
+                "Flatten start_dim shifted by one for the batch dimension "
+                "(Norse's importer passes NIR's start_dim unchanged).")
+        r = float64_tensor(node.r, shape)
+        if isinstance(node, nir.LIF):
+            parameters = LIFBoxParameters(
+                tau_mem_inv=1.0 / float64_tensor(node.tau, shape), v_leak=float64_tensor(node.v_leak, shape),
+                v_th=float64_tensor(node.v_threshold, shape), v_reset=float64_tensor(node.v_reset, shape),
+            )
+            return _CellAdapter(LIFBoxCell(parameters, dt=dt), r, LIFBoxFeedForwardState), (
+                "LIF input multiplied by r and membrane started at 0; Norse's importer ignores r and "
+                "starts at v_leak.")
+        parameters = IAFParameters(v_th=float64_tensor(node.v_threshold, shape),  # IF
+                                   v_reset=float64_tensor(node.v_reset, shape))
+        return _CellAdapter(IAFCell(parameters, dt=dt), r, IAFFeedForwardState), (
+            "IF input multiplied by r and membrane started at 0; Norse's importer ignores r and starts at v_reset.")
 
-    def run(self, graph: nir.NIRGraph, spikes: np.ndarray, dt: float, *,
-            record_voltage: bool = False) -> BackendRun:
-        steps, notes = self.build(graph, dt)
-        voltage_of = {}
-        if record_voltage:
-            voltage_of = {name: (lambda state: state.v) for name, step in steps.items()
-                          if isinstance(step, _CellAdapter)}
-        return run_graph(self.name, graph, steps, spikes, voltage_of=voltage_of, notes=notes)
+    def voltage_of(self, step: NodeStep):
+        return (lambda state: state.v) if isinstance(step, _CellAdapter) else None

@@ -28,18 +28,13 @@ import snntorch as snn
 import torch
 from snntorch import import_nir as snntorch_import
 
-from neuro.backends.base import Backend, BackendRun, group_notes, UnsupportedNodeError
+from neuro.backends.base import UnsupportedNodeError
 from neuro.backends.reference import sum_pool_function
-from neuro.backends.stepper import NodeStep, flatten_with_batch, run_graph, stateless
-from neuro.graph import infer_shapes
+from neuro.backends.stepper import NodeStep, SteppedBackend, flatten_with_batch, float64_tensor, stateless
 
 logger = logging.getLogger(__name__)
 
 DTYPE = torch.float64
-
-
-def _tensor(value, shape) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=DTYPE).expand(shape).clone()
 
 
 class _LeakyAdapter:
@@ -67,57 +62,39 @@ def _check_reset(backend: str, name: str, node: nir.NIRNode) -> None:
         )
 
 
-class SnnTorchBackend(Backend):
+class SnnTorchBackend(SteppedBackend):
     """NIR graph on snnTorch ``Leaky`` neurons and the library's own linear layers."""
 
     name = "snntorch"
     node_types = (nir.Affine, nir.Linear, nir.Conv2d, nir.SumPool2d, nir.Flatten, nir.LIF, nir.IF)
 
-    def build(self, graph: nir.NIRGraph, dt: float) -> tuple[dict[str, NodeStep], list[str]]:
-        """Return one step callable per node and the corrections made, for step ``dt`` (s)."""
-        self.check_supported(graph)
-        shapes = infer_shapes(graph)
-        steps: dict[str, NodeStep] = {}
-        notes: list[tuple[str, str]] = []
-        for name, node in graph.nodes.items():
-            if isinstance(node, (nir.Input, nir.Output)):
-                continue
-            shape = shapes[name]
-            if isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)):
-                module = snntorch_import._nir_to_snntorch_module(node).to(DTYPE)
-                steps[name] = stateless(module)
-            elif isinstance(node, nir.Flatten):
-                steps[name] = stateless(flatten_with_batch(node))
-                notes.append((name, "Flatten start_dim shifted by one for the batch dimension "
-                             "(snnTorch's importer passes NIR's start_dim unchanged)."))
-            elif isinstance(node, nir.SumPool2d):
-                steps[name] = stateless(sum_pool_function(node))
-                notes.append((name, "SumPool2d is not imported by snnTorch; window sums computed by the adapter."))
-            elif isinstance(node, nir.LIF):
-                _check_reset(self.name, name, node)
-                tau = _tensor(node.tau, shape)
-                steps[name] = _LeakyAdapter(
-                    beta=1.0 - dt / tau, threshold=_tensor(node.v_threshold, shape),
-                    input_scale=(dt / tau) * _tensor(node.r, shape),
-                    input_offset=(dt / tau) * _tensor(node.v_leak, shape),
-                )
-                notes.append((name, f"LIF built with beta = 1 - dt/tau for dt = {dt:g} s and input "
-                             "(dt/tau)(v_leak + r I); snnTorch's importer assumes dt = 1e-4 s and rescales "
-                             "the threshold instead of applying r."))
-            elif isinstance(node, nir.IF):
-                _check_reset(self.name, name, node)
-                steps[name] = _LeakyAdapter(
-                    beta=torch.ones(shape, dtype=DTYPE), threshold=_tensor(node.v_threshold, shape),
-                    input_scale=_tensor(node.r, shape), input_offset=torch.zeros(shape, dtype=DTYPE),
-                )
-                notes.append((name, "IF built as Leaky with beta = 1; snnTorch's importer gives it beta = 0.9."))
-        return steps, group_notes(notes)
+    def build_node(self, name: str, node: nir.NIRNode, shape: tuple[int, ...],
+                   dt: float) -> tuple[NodeStep, str | None]:
+        if isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)):
+            return stateless(snntorch_import._nir_to_snntorch_module(node).to(DTYPE)), None
+        if isinstance(node, nir.Flatten):
+            return stateless(flatten_with_batch(node)), (
+                "Flatten start_dim shifted by one for the batch dimension "
+                "(snnTorch's importer passes NIR's start_dim unchanged).")
+        if isinstance(node, nir.SumPool2d):
+            return stateless(sum_pool_function(node)), (
+                "SumPool2d is not imported by snnTorch; window sums computed by the adapter.")
+        _check_reset(self.name, name, node)
+        if isinstance(node, nir.LIF):
+            tau = float64_tensor(node.tau, shape)
+            neuron = _LeakyAdapter(
+                beta=1.0 - dt / tau, threshold=float64_tensor(node.v_threshold, shape),
+                input_scale=(dt / tau) * float64_tensor(node.r, shape),
+                input_offset=(dt / tau) * float64_tensor(node.v_leak, shape),
+            )
+            return neuron, (f"LIF built with beta = 1 - dt/tau for dt = {dt:g} s and input "
+                            "(dt/tau)(v_leak + r I); snnTorch's importer assumes dt = 1e-4 s and rescales "
+                            "the threshold instead of applying r.")
+        neuron = _LeakyAdapter(  # IF, the only other type in node_types
+            beta=torch.ones(shape, dtype=DTYPE), threshold=float64_tensor(node.v_threshold, shape),
+            input_scale=float64_tensor(node.r, shape), input_offset=torch.zeros(shape, dtype=DTYPE),
+        )
+        return neuron, "IF built as Leaky with beta = 1; snnTorch's importer gives it beta = 0.9."
 
-    def run(self, graph: nir.NIRGraph, spikes: np.ndarray, dt: float, *,
-            record_voltage: bool = False) -> BackendRun:
-        steps, notes = self.build(graph, dt)
-        voltage_of = {}
-        if record_voltage:
-            voltage_of = {name: (lambda mem: mem) for name, step in steps.items()
-                          if isinstance(step, _LeakyAdapter)}
-        return run_graph(self.name, graph, steps, spikes, voltage_of=voltage_of, notes=notes)
+    def voltage_of(self, step: NodeStep):
+        return (lambda mem: mem) if isinstance(step, _LeakyAdapter) else None

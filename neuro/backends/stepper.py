@@ -13,8 +13,8 @@ import nir
 import numpy as np
 import torch
 
-from neuro.backends.base import BackendRun
-from neuro.graph import SPIKING_TYPES, layout
+from neuro.backends.base import Backend, BackendRun, group_notes
+from neuro.graph import SPIKING_TYPES, infer_shapes, layout
 
 NodeStep = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
 
@@ -86,3 +86,47 @@ def run_graph(
         delays={name: 0 for name in graph.nodes},
         notes=list(notes or []),
     )
+
+
+def float64_tensor(value, shape: tuple[int, ...]) -> torch.Tensor:
+    """Return a NIR parameter as a float64 tensor broadcast to a layer's ``shape``."""
+    return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=torch.float64).expand(shape).clone()
+
+
+class SteppedBackend(Backend):
+    """A backend that runs each node as a PyTorch step callable through ``run_graph``.
+
+    Subclasses implement ``build_node``; ``voltage_of`` returns, for a step callable of a
+    neuron, a function that reads the membrane from its state (None for other nodes).
+    """
+
+    def build_node(self, name: str, node: nir.NIRNode, shape: tuple[int, ...],
+                   dt: float) -> tuple[NodeStep, str | None]:
+        """Return the step callable of one node and the correction made to NIR's meaning, if any."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_node()")
+
+    def build(self, graph: nir.NIRGraph, dt: float) -> tuple[dict[str, NodeStep], list[str]]:
+        """Return one step callable per node and the corrections made, for step ``dt`` (s)."""
+        self.check_supported(graph)
+        shapes = infer_shapes(graph)
+        steps: dict[str, NodeStep] = {}
+        notes: list[tuple[str, str]] = []
+        for name, node in graph.nodes.items():
+            if isinstance(node, (nir.Input, nir.Output)):
+                continue
+            steps[name], note = self.build_node(name, node, shapes[name], dt)
+            if note:
+                notes.append((name, note))
+        return steps, group_notes(notes)
+
+    def voltage_of(self, step: NodeStep):
+        return None
+
+    def run(self, graph: nir.NIRGraph, spikes: np.ndarray, dt: float, *,
+            record_voltage: bool = False) -> BackendRun:
+        steps, notes = self.build(graph, dt)
+        voltage_of = {}
+        if record_voltage:
+            readers = {name: self.voltage_of(step) for name, step in steps.items()}
+            voltage_of = {name: reader for name, reader in readers.items() if reader is not None}
+        return run_graph(self.name, graph, steps, spikes, voltage_of=voltage_of, notes=notes)
