@@ -23,14 +23,14 @@ from pathlib import Path
 from hardware.energy import EnergyTableError
 from hardware.report import Report, write_report
 from hardware.workload import BackendMeasurement, WorkloadError, prepare_workload, run_backend, run_cnn
-from neuro.backends import BACKEND_NAMES, UnsupportedNodeError, create_backend
+from neuro.backends import BACKEND_NAMES, BackendMappingError, UnsupportedNodeError, create_backend
 from neuro.checkpoint import CheckpointError
 from neuro.nir_io import GraphFileError
 from neuro.spike_input import SpikeInputError
 
 DEFAULT_BACKENDS = ("snntorch", "norse", "lava-float", "lava-fixed")
-BAD_INPUT_ERRORS = (GraphFileError, SpikeInputError, UnsupportedNodeError, CheckpointError,
-                    EnergyTableError, WorkloadError)
+BAD_INPUT_ERRORS = (GraphFileError, SpikeInputError, UnsupportedNodeError, BackendMappingError,
+                    CheckpointError, EnergyTableError, WorkloadError)
 
 
 class UsageError(ValueError):
@@ -124,8 +124,8 @@ def execute(workload, args) -> Report:
 
     backends = [create_backend(name) for name in args.backends]
     reference_backend = create_backend("reference")
-    for backend in [reference_backend, *backends]:  # fail on an unsupported node before running anything
-        backend.check_supported(workload.graph)
+    for backend in [reference_backend, *backends]:  # fail on bad input before running anything
+        backend.check(workload.graph, workload.spikes, workload.dt)
 
     reference = run_backend(reference_backend, workload, repeats=1, reference=None)
     results: list[BackendMeasurement] = []

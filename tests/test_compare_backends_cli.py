@@ -152,3 +152,21 @@ def test_default_run_small(tmp_path):
     assert "lif_out" in written.nodes
     with h5py.File(out / "graph.nir") as handle:
         assert "version" in handle
+
+
+def test_parameters_lava_cannot_express(capsys, tmp_path):
+    ones = np.ones(1)
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([1])}),
+               "fc": nir.Affine(weight=np.ones((1, 1)), bias=np.zeros(1)),
+               "lif": nir.LIF(tau=ones * 1e-2, r=ones, v_leak=ones * 0, v_threshold=ones, v_reset=ones * 0.5),
+               "output": nir.Output(output_type={"output": np.array([1])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
+    )
+    path = write_graph(graph, tmp_path / "reset.nir")
+    spikes = tmp_path / "spikes.npy"
+    np.save(spikes, np.ones((5, 1)))
+    line = _bad_input(capsys, ["--graph", str(path), "--input", str(spikes), "--backends", "lava-float",
+                               "--out", str(tmp_path / "out")])
+    assert "v_reset" in line
+    assert not (tmp_path / "out").exists()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from neuro.backends.base import Backend, BackendRun, UnsupportedNodeError
+from neuro.backends.base import Backend, BackendMappingError, BackendRun, UnsupportedNodeError
 
 BACKEND_NAMES = ("reference", "snntorch", "norse", "lava-float", "lava-fixed")
 
@@ -27,4 +27,4 @@ def create_backend(name: str) -> Backend:
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
 
 
-__all__ = ["BACKEND_NAMES", "Backend", "BackendRun", "UnsupportedNodeError", "create_backend"]
+__all__ = ["BACKEND_NAMES", "Backend", "BackendMappingError", "BackendRun", "UnsupportedNodeError", "create_backend"]

@@ -51,6 +51,10 @@ class UnsupportedNodeError(NotImplementedError):
         super().__init__(message)
 
 
+class BackendMappingError(ValueError):
+    """A node whose type a backend supports but whose parameters it cannot express."""
+
+
 @dataclass
 class BackendRun:
     """What one backend produced for one batch of input spikes.
@@ -96,6 +100,15 @@ class Backend(abc.ABC):
                 continue
             if not isinstance(node, self.node_types):
                 raise UnsupportedNodeError(self.name, node_name, node, supported)
+
+    def check(self, graph: nir.NIRGraph, spikes: np.ndarray, dt: float) -> None:
+        """Raise the error ``run`` would raise for this graph, input and ``dt``, without running.
+
+        The base class checks node types only; a backend that can reject parameters or
+        input (fixed-point ranges, say) overrides this so callers can validate every
+        backend before starting any of them.
+        """
+        self.check_supported(graph)
 
     @abc.abstractmethod
     def run(

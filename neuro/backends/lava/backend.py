@@ -78,19 +78,8 @@ class LavaBackend(Backend):
         graded (non 0/1) input sets the quantisation from the largest input value, so
         the integer parameters then depend on the batch.
         """
-        self.check_supported(graph)
-        if not (isinstance(dt, numbers.Real) and math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a finite number of seconds > 0, got {dt!r}")
-        dt = float(dt)
-        data = self._check_input(graph, spikes)
+        plan, data = self._plan(graph, spikes, dt)
         num_steps, batch = data.shape[:2]
-        binary = bool(np.all((data == 0) | (data == 1)))
-        bound = np.ones(data.shape[2:]) if binary else np.abs(data).max(axis=(0, 1))
-        try:
-            plan = plan_network(graph, dt, num_steps, fixed_point=self.fixed_point,
-                                input_bound=bound, input_graded=not binary)
-        except LavaMappingError as error:
-            raise LavaMappingError(f"backend '{self.name}': {error}") from error
         self.last_plan = plan
         self.last_quantisation = dict(plan.quantisation)
 
@@ -99,6 +88,24 @@ class LavaBackend(Backend):
         logger.info("%s ran %d samples x %d steps in %.2f s", self.name, batch, plan.period,
                     time.perf_counter() - started)
         return self._assemble(plan, raw, num_steps)
+
+    def check(self, graph: nir.NIRGraph, spikes: np.ndarray, dt: float) -> None:
+        """Plan the network without running it, raising what ``run`` would raise."""
+        self._plan(graph, spikes, dt)
+
+    def _plan(self, graph: nir.NIRGraph, spikes: np.ndarray, dt: float) -> tuple[NetworkPlan, np.ndarray]:
+        self.check_supported(graph)
+        if not (isinstance(dt, numbers.Real) and math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a finite number of seconds > 0, got {dt!r}")
+        data = self._check_input(graph, spikes)
+        binary = bool(np.all((data == 0) | (data == 1)))
+        bound = np.ones(data.shape[2:]) if binary else np.abs(data).max(axis=(0, 1))
+        try:
+            plan = plan_network(graph, float(dt), data.shape[0], fixed_point=self.fixed_point,
+                                input_bound=bound, input_graded=not binary)
+        except LavaMappingError as error:
+            raise LavaMappingError(f"backend '{self.name}': {error}") from error
+        return plan, data
 
     def _check_input(self, graph: nir.NIRGraph, spikes: np.ndarray) -> np.ndarray:
         data = np.asarray(spikes, dtype=np.float64)
@@ -112,7 +119,7 @@ class LavaBackend(Backend):
         if not np.all(np.isfinite(data)):
             raise ValueError("input spikes contain non-finite values")
         if self.fixed_point and not np.all(np.round(data) == data):
-            raise ValueError(
+            raise LavaMappingError(
                 "lava-fixed sends the input as integers, but it contains fractional values; "
                 "pass 0/1 spikes (or integer counts) or use lava-float"
             )

@@ -29,10 +29,12 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 
+from neuro.backends.base import BackendMappingError
+
 logger = logging.getLogger(__name__)
 
 
-class LavaMappingError(ValueError):
+class LavaMappingError(BackendMappingError):
     """A NIR node whose parameters the Lava backend cannot express."""
 
 
