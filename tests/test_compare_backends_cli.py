@@ -52,7 +52,8 @@ def one_neuron_files(tmp_path):
 def test_missing_graph_file(capsys, tmp_path, one_neuron_files):
     _, csv = one_neuron_files
     line = _bad_input(capsys, ["--graph", str(tmp_path / "absent.nir"), "--input", str(csv)])
-    assert "absent.nir" in line and "not found" in line
+    assert "absent.nir" in line
+    assert "not found" in line
 
 
 def test_graph_not_hdf5(capsys, tmp_path, one_neuron_files):
@@ -73,7 +74,8 @@ def test_unsupported_node_named(capsys, tmp_path):
     spikes = tmp_path / "spikes.npy"
     np.save(spikes, np.ones((4, 2)))
     line = _bad_input(capsys, ["--graph", str(path), "--input", str(spikes), "--backends", "snntorch"])
-    assert "Threshold" in line and "'gate'" in line
+    assert "Threshold" in line
+    assert "'gate'" in line
 
 
 def test_input_shape_mismatch(capsys, tmp_path, one_neuron_files):
@@ -81,7 +83,8 @@ def test_input_shape_mismatch(capsys, tmp_path, one_neuron_files):
     spikes = tmp_path / "spikes.npy"
     np.save(spikes, np.ones((10, 3, 7)))
     line = _bad_input(capsys, ["--graph", str(graph), "--input", str(spikes)])
-    assert "(10, 3, 7)" in line and "(T, 1)" in line
+    assert "(10, 3, 7)" in line
+    assert "(T, 1)" in line
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
@@ -109,7 +112,8 @@ def test_non_positive_dt(capsys, dt):
 
 def test_unknown_backend(capsys):
     line = _bad_input(capsys, ["--backends", "snntorch,loihi9"])
-    assert "loihi9" in line and "lava-fixed" in line
+    assert "loihi9" in line
+    assert "lava-fixed" in line
 
 
 def test_corrupt_checkpoint(capsys, tmp_path):
@@ -145,7 +149,8 @@ def test_default_run_small(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     results = json.loads((out / "results.json").read_text())
-    assert results["steps"] == 8 and results["clips"] == 2
+    assert results["steps"] == 8
+    assert results["clips"] == 2
     assert all(row["spikes_identical"] for row in results["backends"])
     assert results["backends"][0]["synaptic_operations_per_clip"] > 0
     written = nir.read(out / "graph.nir")

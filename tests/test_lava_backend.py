@@ -6,6 +6,9 @@ its graphs and time spans small.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import nir
 import numpy as np
 import pytest
@@ -444,3 +447,14 @@ def test_wrong_input_shape_is_rejected(small_network_run):
 
     with pytest.raises(ValueError, match=r"expected \(T, B, 2, 8, 8\)"):
         LavaBackend().run(graph, np.zeros((3, 1, 2, 8)), DT)
+
+
+def test_import_after_start_method_fixed():
+    # tqdm's progress-bar lock fixes the multiprocessing start method; lava-nc then
+    # fails on import unless the backend's import guard handles it.
+    code = ("import multiprocessing as mp, tqdm; tqdm.tqdm.get_lock(); "
+            "assert mp.get_start_method(allow_none=True) == 'fork'; "
+            "import neuro.backends.lava; print('imported')")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "imported"

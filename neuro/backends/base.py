@@ -57,7 +57,7 @@ class BackendMappingError(ValueError):
 
 @dataclass
 class BackendRun:
-    """What one backend produced for one batch of input spikes.
+    """Records of one backend's run over one batch of input spikes.
 
     ``spikes`` maps the name of every spiking node (LIF, IF, CubaLIF, ...) to its output
     spikes, ``(T, B, *shape)`` of 0/1 float values, on the graph's time base.
@@ -104,8 +104,8 @@ class Backend(abc.ABC):
     def check(self, graph: nir.NIRGraph, spikes: np.ndarray, dt: float) -> None:
         """Raise the error ``run`` would raise for this graph, input and ``dt``, without running.
 
-        The base class checks node types only; a backend that can reject parameters or
-        input (fixed-point ranges, say) overrides this so callers can validate every
+        The base class checks node types only.  A backend that can reject parameters or
+        input (fixed-point ranges, say) overrides this, so callers can validate every
         backend before starting any of them.
         """
         self.check_supported(graph)
