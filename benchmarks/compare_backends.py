@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+import tempfile
 from pathlib import Path
 
-from hardware.energy import EnergyTableError
+from hardware.energy import EnergyTableError, load_energy_table
 from hardware.report import Report, write_report
 from hardware.workload import BackendMeasurement, WorkloadError, prepare_workload, run_backend, run_cnn
 from neuro.backends import BACKEND_NAMES, BackendMappingError, UnsupportedNodeError, create_backend
@@ -29,6 +31,7 @@ from neuro.nir_io import GraphFileError
 from neuro.spike_input import SpikeInputError
 
 DEFAULT_BACKENDS = ("snntorch", "norse", "lava-float", "lava-fixed")
+DEFAULT_CLIPS = 8
 BAD_INPUT_ERRORS = (GraphFileError, SpikeInputError, UnsupportedNodeError, BackendMappingError,
                     CheckpointError, EnergyTableError, WorkloadError)
 
@@ -38,7 +41,7 @@ class UsageError(ValueError):
 
 
 def _backend_list(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     unknown = [name for name in names if name not in BACKEND_NAMES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
@@ -58,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrorParser(
         prog="python benchmarks/compare_backends.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--graph", type=Path, help="NIR file to run instead of the PulmoFusion SNN")
     parser.add_argument("--input", type=Path,
@@ -66,35 +68,59 @@ def build_parser() -> argparse.ArgumentParser:
                              "with one row per step and one column per input element")
     parser.add_argument("--checkpoint", type=Path, help="trained PulmoFusion SNN checkpoint (from save_snn)")
     parser.add_argument("--backends", type=_backend_list, default=list(DEFAULT_BACKENDS),
-                        help=f"comma-separated backends, from: {', '.join(BACKEND_NAMES)}")
-    parser.add_argument("--steps", type=int, help="number of time steps to run (default: the whole input)")
-    parser.add_argument("--dt", type=float, help="time step in seconds (default: the dt stored in the graph, "
-                                                 "else 1e-3)")
-    parser.add_argument("--clips", type=int, default=8, help="number of simulated clips in the default input")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated clips and the spike encoding")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per backend for latency")
-    parser.add_argument("--energy-table", type=Path, help="JSON file overriding energy constants")
+                        help=f"comma-separated backends, from: {', '.join(BACKEND_NAMES)} "
+                             f"(default: {','.join(DEFAULT_BACKENDS)}); the reference always runs as the yardstick")
+    parser.add_argument("--steps", type=int,
+                        help="time steps to run (default: the whole input). For the simulated clips, each frame "
+                             "is encoded into ceil(steps / frames) steps and the spikes are cut at --steps")
+    parser.add_argument("--dt", type=float,
+                        help="time step in seconds (default: the dt stored in the graph, else 1e-3)")
+    parser.add_argument("--clips", type=int, help=f"simulated clips in the default input (default: {DEFAULT_CLIPS})")
+    parser.add_argument("--seed", type=int, help="seed of the simulated clips, the spike encoding and the untrained "
+                                                 "SNN's weights (default: 0)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per backend for latency (default: 3)")
+    parser.add_argument("--energy-table", type=Path,
+                        help='JSON file replacing energy constants, e.g. {"loihi_sop_pj": {"value": 20.0, '
+                             '"source": "my chip"}}; keys are listed in results.md')
     parser.add_argument("--skip-cnn", action="store_true", help="do not build and run the X3D-S CNN")
-    parser.add_argument("--out", type=Path, default=Path("results/compare_backends"), help="output folder")
+    parser.add_argument("--out", type=Path, default=Path("results/compare_backends"),
+                        help="output folder, created if missing (default: results/compare_backends)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     return parser
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.dt is not None and not args.dt > 0:
-        raise UsageError(f"--dt must be a positive number of seconds, got {args.dt}")
+    if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
+        raise UsageError(f"--dt must be a finite positive number of seconds, got {args.dt}")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
-    if args.clips < 1:
+    if args.clips is not None and args.clips < 1:
         raise UsageError(f"--clips must be at least 1, got {args.clips}")
     if args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     if args.input is not None and args.graph is None:
         raise UsageError("--input needs --graph: the default SNN takes its input from simulated clips")
-    if args.graph is not None and args.input is None:
-        raise UsageError("--graph needs --input: give the input spikes as a .npy or .csv file")
-    if args.graph is not None and args.checkpoint is not None:
-        raise UsageError("--checkpoint applies to the PulmoFusion SNN only; drop it when using --graph")
+    if args.graph is not None:
+        if args.input is None:
+            raise UsageError("--graph needs --input: give the input spikes as a .npy or .csv file")
+        for option, value in (("--checkpoint", args.checkpoint), ("--clips", args.clips), ("--seed", args.seed)):
+            if value is not None:
+                raise UsageError(f"{option} applies to the PulmoFusion SNN and its simulated clips only; "
+                                 "drop it when using --graph")
+    args.clips = DEFAULT_CLIPS if args.clips is None else args.clips
+    args.seed = 0 if args.seed is None else args.seed
+
+
+def _prepare_output_folder(out: Path) -> None:
+    """Create ``out`` and check that files can be written there, before any work starts."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is an existing file, not a folder; choose a folder path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {out} cannot be written ({error.strerror}); choose a writable folder") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,8 +133,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         _check_args(args)
+        energy_table = load_energy_table(args.energy_table)
         workload = prepare_workload(args)
-        report = execute(workload, args)
+        backends = [create_backend(name) for name in args.backends]
+        reference_backend = create_backend("reference")
+        # Fail on bad input before running anything, naming a requested backend first.
+        for backend in [*backends, reference_backend]:
+            backend.check(workload.graph, workload.spikes, workload.dt)
+        _prepare_output_folder(args.out)
+        report = execute(workload, reference_backend, backends, energy_table, args)
         paths = write_report(report, args.out)
     except BAD_INPUT_ERRORS + (UsageError,) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -118,21 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def execute(workload, args) -> Report:
+def execute(workload, reference_backend, backends, energy_table, args) -> Report:
     """Run the reference, every requested backend and the CNN; return the report."""
     from tqdm import tqdm
-
-    backends = [create_backend(name) for name in args.backends]
-    reference_backend = create_backend("reference")
-    for backend in [reference_backend, *backends]:  # fail on bad input before running anything
-        backend.check(workload.graph, workload.spikes, workload.dt)
 
     reference = run_backend(reference_backend, workload, repeats=1, reference=None)
     results: list[BackendMeasurement] = []
     for backend in tqdm(backends, desc="backends", unit="backend", file=sys.stderr):
         results.append(run_backend(backend, workload, repeats=args.repeats, reference=reference.run))
     cnn = None if args.skip_cnn or workload.clips is None else run_cnn(workload, repeats=args.repeats)
-    return Report.build(workload, reference, results, cnn, energy_table_path=args.energy_table)
+    return Report.build(workload, reference, results, cnn, energy_table, repeats=args.repeats, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ def plot_rasters(report, out: Path, atomic_write) -> list[Path]:
     paths = []
     for measurement in report.backends:
         layers = list(measurement.run.spikes)
+        if not layers:  # a graph without spiking nodes has nothing to draw
+            continue
         fig, axes = plt.subplots(len(layers), 1, figsize=(8, 1.6 * len(layers) + 0.8), sharex=True, squeeze=False)
         for ax, layer in zip(axes[:, 0], layers):
             record = measurement.run.spikes[layer]
@@ -47,10 +49,12 @@ def plot_rasters(report, out: Path, atomic_write) -> list[Path]:
     return paths
 
 
-def plot_layer_spikes(report, out: Path, atomic_write) -> Path:
-    """Write a grouped bar chart of spikes per clip in each layer, one bar per backend."""
+def plot_layer_spikes(report, out: Path, atomic_write) -> list[Path]:
+    """Write a grouped bar chart of spikes per clip in each layer, one bar per backend (none without layers)."""
     backends = report.backends
     layers = [layer.name for layer in backends[0].counts.layers if layer.kind == "neuron"]
+    if not layers:
+        return []
     width = 0.8 / max(len(backends), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(layers)), 4))
     positions = np.arange(len(layers))
@@ -67,4 +71,4 @@ def plot_layer_spikes(report, out: Path, atomic_write) -> Path:
     path = out / "spikes_per_layer.png"
     atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
-    return path
+    return [path]

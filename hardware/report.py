@@ -6,18 +6,43 @@ typed in.  Per-clip figures divide a whole batch's count or time by its clip cou
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from hardware.energy import energy_table_markdown, estimate_energy, load_energy_table
+from hardware.energy import energy_table_markdown, estimate_energy
 from hardware.workload import BackendMeasurement, CnnMeasurement, Workload
 from neuro.files import atomic_write
 from neuro.nir_io import write_graph
 
 MB = 1024 * 1024
+_VERSIONED_PACKAGES = ("torch", "numpy", "nir", "snntorch", "norse", "lava-nc", "pytorchvideo", "neurobench")
+
+
+def run_details(repeats: int, seed: int | None) -> dict:
+    """Return what a reader needs to reproduce the run: machine, library versions, seed, repeats."""
+    import importlib.metadata
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    versions = {}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "versions": versions,
+        "seed": seed,
+        "latency_repeats": repeats,
+    }
 
 
 @dataclass
@@ -30,17 +55,18 @@ class Report:
     cnn: CnnMeasurement | None
     energy_table: dict
     energy: dict[str, object] = field(default_factory=dict)
+    run_details: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, workload: Workload, reference: BackendMeasurement, backends: list[BackendMeasurement],
-              cnn: CnnMeasurement | None, energy_table_path: Path | None = None) -> "Report":
-        table = load_energy_table(energy_table_path)
-        report = cls(workload, reference, backends, cnn, table)
+              cnn: CnnMeasurement | None, energy_table: dict, *, repeats: int, seed: int | None) -> "Report":
+        """Combine the measurements, estimate energy per backend and record the run's details."""
+        report = cls(workload, reference, backends, cnn, energy_table, run_details=run_details(repeats, seed))
         macs = cnn.macs_per_clip if cnn else 0
         for measurement in backends:
             counts = measurement.counts
             report.energy[measurement.name] = estimate_energy(
-                table,
+                energy_table,
                 synaptic_operations=counts.per_sample(counts.total_synaptic_operations),
                 neuron_updates=counts.per_sample(counts.total_neuron_updates),
                 macs=macs,
@@ -62,16 +88,15 @@ class Report:
         for m in self.backends:
             counts = m.counts
             per_clip = self.samples
-            identical = all(layer.identical for layer in m.agreement)
-            worst = min(m.agreement, key=lambda layer: layer.agreement)
+            # A graph without spiking layers is judged by its output alone.
+            identical = all(layer.identical for layer in m.agreement) and m.output_agreement == 1.0
+            lowest = min([layer.agreement for layer in m.agreement] + [m.output_agreement])
             rows.append({
                 "backend": m.name,
                 "spikes_identical": identical,
-                "min_layer_agreement": worst.agreement,
-                "first_divergence": None if identical else {
-                    "layer": next(a.layer for a in m.agreement if not a.identical),
-                    "step_sample_neuron": next(a.first_divergence for a in m.agreement if not a.identical),
-                },
+                "output_agreement": m.output_agreement,
+                "min_layer_agreement": lowest,
+                "first_divergence": _first_divergence(m),
                 "layers": [{
                     "layer": a.layer, "agreement": a.agreement, "differing": a.differing,
                     "first_divergence": a.first_divergence,
@@ -103,6 +128,7 @@ class Report:
         return rows
 
     def _accuracy(self, classes: np.ndarray) -> float | None:
+        """Return the share of clips classified as labelled; None without labels or training."""
         if self.workload.labels is None or not self.workload.trained:
             return None
         return float(np.mean(classes == self.workload.labels))
@@ -125,6 +151,7 @@ class Report:
 
     def to_dict(self) -> dict:
         return {
+            "run": self.run_details,
             "workload": self.workload.description,
             "dt_s": self.workload.dt,
             "steps": self.steps,
@@ -150,6 +177,15 @@ class Report:
         return render_markdown(self, energy_table_markdown(self.energy_table))
 
 
+def _first_divergence(measurement: BackendMeasurement) -> dict | None:
+    for layer in measurement.agreement:
+        if not layer.identical:
+            return {"layer": layer.layer, "step_sample_neuron": layer.first_divergence}
+    if measurement.output_agreement != 1.0:
+        return {"layer": "output", "step_sample_neuron": None}
+    return None
+
+
 def write_report(report: Report, out: Path) -> list[Path]:
     """Write results.json, results.md, graph.nir and the PNG plots into ``out``; return the paths."""
     from hardware.plots import plot_layer_spikes, plot_rasters
@@ -159,11 +195,18 @@ def write_report(report: Report, out: Path) -> list[Path]:
     paths = [
         atomic_write(out / "results.json", lambda p: Path(p).write_text(payload + "\n")),
         atomic_write(out / "results.md", lambda p: Path(p).write_text(report.markdown())),
-        write_graph(report.workload.graph, out / "graph.nir"),
+        write_graph(_graph_with_run_dt(report.workload), out / "graph.nir"),
     ]
     paths += plot_rasters(report, out, atomic_write)
-    paths.append(plot_layer_spikes(report, out, atomic_write))
+    paths += plot_layer_spikes(report, out, atomic_write)
     return paths
+
+
+def _graph_with_run_dt(workload: Workload):
+    """Return the workload's graph with the run's ``dt`` in its metadata, so a rerun matches."""
+    graph = copy.copy(workload.graph)
+    graph.metadata = {**(workload.graph.metadata or {}), "dt": float(workload.dt)}
+    return graph
 
 
 def _json_default(value):

@@ -26,13 +26,16 @@ def _joules(picojoules: float) -> str:
 
 
 def _classes(classes: list[int]) -> str:
-    return "".join(str(c) for c in classes)
+    separator = "" if max(classes, default=0) < 10 else " "
+    return separator.join(str(c) for c in classes)
 
 
 def _divergence(row: dict) -> str:
     first = row["first_divergence"]
     if first is None:
         return "-"
+    if first["step_sample_neuron"] is None:
+        return first["layer"]
     step, sample, neuron = first["step_sample_neuron"]
     return f"{first['layer']} t={step} b={sample} n={neuron}"
 
@@ -40,18 +43,19 @@ def _divergence(row: dict) -> str:
 def _backend_table(report, fmt: str) -> str:
     headers = ["backend", "spikes = reference", "min layer agreement", "first divergence", "classes",
                "accuracy", "spikes/clip", "SOPs/clip", "neuron updates/clip", "sparsity",
-               "latency/clip (median, IQR)", "peak memory"]
+               "latency/clip: median (IQR)", "peak memory (increase)"]
+    no_accuracy = "n/a (untrained)" if report.workload.labels is not None else "n/a (no labels)"
     rows = []
     for row in report.backend_rows():
         latency = row["latency_per_clip_s"]
         rows.append([
             row["backend"], "yes" if row["spikes_identical"] else "NO",
             f"{100 * row['min_layer_agreement']:.3f} %", _divergence(row), _classes(row["classes"]),
-            "n/a (untrained)" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f} %",
+            no_accuracy if row["accuracy"] is None else f"{100 * row['accuracy']:.1f} %",
             _si(row["spikes_per_clip"]), _si(row["synaptic_operations_per_clip"]),
             _si(row["neuron_updates_per_clip"]), f"{100 * row['activation_sparsity']:.1f} %",
-            f"{_seconds(latency['median'])} +/- {_seconds(latency['iqr'])} (n={latency['repeats']})",
-            f"{row['peak_memory_mb']:.0f} MB",
+            f"{_seconds(latency['median'])} ({_seconds(latency['iqr'])}, n={latency['repeats']})",
+            f"{row['peak_memory_mb']:.0f} MB (+{row['memory_increase_mb']:.0f} MB)",
         ])
     return tabulate(rows, headers=headers, tablefmt=fmt)
 
@@ -76,10 +80,10 @@ def _cnn_table(report, fmt: str) -> str:
         return "X3D-S CNN: skipped"
     latency = cnn["latency_per_clip_s"]
     rows = [[cnn["model"], "x".join(map(str, cnn["input_shape"])), _si(cnn["parameters"]),
-             _si(cnn["macs_per_clip"]), f"{_seconds(latency['median'])} +/- {_seconds(latency['iqr'])} "
-             f"(n={latency['repeats']})", f"{cnn['peak_memory_mb']:.0f} MB"]]
-    return tabulate(rows, headers=["CNN", "input", "parameters", "MACs/clip", "latency/clip (median, IQR)",
-                                   "peak memory"], tablefmt=fmt)
+             _si(cnn["macs_per_clip"]), f"{_seconds(latency['median'])} ({_seconds(latency['iqr'])}, "
+             f"n={latency['repeats']})", f"{cnn['peak_memory_mb']:.0f} MB (+{cnn['memory_increase_mb']:.0f} MB)"]]
+    return tabulate(rows, headers=["CNN", "input", "parameters", "MACs/clip", "latency/clip: median (IQR)",
+                                   "peak memory (increase)"], tablefmt=fmt)
 
 
 def _energy_table(report, fmt: str) -> str:

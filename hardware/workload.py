@@ -14,7 +14,7 @@ from hardware.counting import RunCounts, count_run
 from hardware.measure import LatencyMeasurement, measure_latency, measure_peak_memory
 from neuro.agreement import LayerAgreement, compare_runs
 from neuro.backends.base import Backend, BackendRun
-from neuro.graph import input_shape
+from neuro.graph import input_shape, unstable_neurons
 from neuro.nir_io import model_to_nir, read_graph
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ def _default_workload(args) -> Workload:
     dt = args.dt if args.dt is not None else config.dt
     notes = []
     if args.dt is not None and not math.isclose(args.dt, config.dt):
-        notes.append(f"--dt {args.dt:g} s differs from the {config.dt:g} s the SNN was built for; its pooling "
-                     "neurons (tau = dt) are no longer memoryless")
+        notes.append(f"--dt {args.dt:g} s differs from the {config.dt:g} s the SNN was built for, so its pooling "
+                     "neurons (tau = the built dt) are no longer memoryless: with dt < tau they leak, with dt > tau "
+                     "forward Euler overshoots")
 
     batch = generate_clips(args.clips, seed=args.seed)
     clips = np.stack([clip.frames for clip in batch])
@@ -94,6 +95,10 @@ def _file_workload(args) -> Workload:
         dt = DEFAULT_DT
         notes.append(f"{args.graph} does not store dt and --dt was not given; used {DEFAULT_DT:g} s")
         logger.info(notes[-1])
+    unstable = unstable_neurons(graph, dt)
+    if unstable:
+        notes.append(f"dt / tau exceeds 1 in {unstable}: forward Euler overshoots there instead of decaying, "
+                     "so the run is not a faithful simulation of those neurons")
     description = f"{args.graph} on {args.input}: {spikes.shape[0]} steps, batch {spikes.shape[1]}"
     return Workload(graph=graph, dt=dt, spikes=spikes, description=description, graph_path=args.graph,
                     notes=notes)

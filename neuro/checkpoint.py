@@ -12,6 +12,7 @@ other than tensors and plain containers.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,11 +42,14 @@ def load_snn(path: str | os.PathLike) -> PulmoSNN:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; check the path passed to --checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the file on stderr; the error below says it all
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or unsafe files
         raise CheckpointError(
-            f"{path} could not be loaded as a safe PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); only files written by save_snn are accepted"
+            f"{path} could not be loaded as a safe PyTorch checkpoint ({type(error).__name__}): it is corrupt, "
+            "or it contains pickled objects other than tensors and plain containers, which are rejected for "
+            "safety; only files written by save_snn are accepted"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a PulmoFusion SNN checkpoint (no format '{FORMAT}')")
@@ -57,8 +61,47 @@ def load_snn(path: str | os.PathLike) -> PulmoSNN:
         )
     try:
         config = SNNConfig.from_dict(dict(payload["config"]))
-        model = PulmoSNN(config)
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: the configuration or weights do not fit PulmoSNN ({error})") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: invalid SNN configuration ({error})") from None
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path}: the checkpoint has no state_dict of weights")
+    _check_weights(path, config, state_dict)
+    model = PulmoSNN(config)
+    model.load_state_dict(state_dict, strict=True)
     return model
+
+
+# The default SNN has about 0.07 M parameters; a configuration far larger than any
+# plausible one is rejected before memory is allocated for it.
+MAX_PARAMETERS = 50_000_000
+
+
+def _summarise(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
+def _check_weights(path: Path, config: SNNConfig, state_dict: dict) -> None:
+    """Compare the checkpoint's tensors with the shapes ``config`` implies, without allocating them."""
+    with torch.device("meta"):
+        expected = {name: tuple(tensor.shape) for name, tensor in PulmoSNN(config).state_dict().items()}
+    parameters = sum(int(torch.Size(shape).numel()) for name, shape in expected.items() if name.endswith(
+        ("weight", "bias")))
+    if parameters > MAX_PARAMETERS:
+        raise CheckpointError(f"{path}: its configuration implies {parameters} weights, more than the limit of "
+                              f"{MAX_PARAMETERS}; this is not a plausible PulmoSNN checkpoint")
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = sorted(name for name in set(expected) & set(state_dict)
+                   if not isinstance(state_dict[name], torch.Tensor) or tuple(state_dict[name].shape) != expected[name])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing ({_summarise(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors ({_summarise(unexpected)})")
+    if wrong:
+        problems.append(f"{len(wrong)} tensors of the wrong shape ({_summarise(wrong)})")
+    if problems:
+        raise CheckpointError(f"{path}: the weights do not fit the PulmoSNN its configuration describes: "
+                              f"{'; '.join(problems)}")

@@ -68,9 +68,9 @@ def layout(graph: nir.NIRGraph) -> GraphLayout:
             if remaining[target] == 0:
                 ready.append(target)
     if len(order) != len(graph.nodes):
-        cyclic = sorted(set(graph.nodes) - set(order))
+        blocked = sorted(set(graph.nodes) - set(order))
         raise GraphStructureError(
-            f"the graph has a cycle through {cyclic}; only feed-forward graphs are supported"
+            f"the graph has a cycle; nodes {blocked} lie on it or after it. Only feed-forward graphs are supported"
         )
     unreachable = [name for name in order if name != inputs[0] and not predecessors[name]]
     if unreachable:
@@ -123,8 +123,16 @@ def _pair(value) -> tuple[int, int]:
 def _conv2d_output(node: nir.Conv2d, shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(shape) != 3:
         raise GraphStructureError(f"Conv2d expects a (C, H, W) input, got {shape}")
+    if np.asarray(node.weight).ndim != 4:
+        raise GraphStructureError(f"Conv2d weight has shape {np.asarray(node.weight).shape}; it must be "
+                                  "(C_out, C_in / groups, kH, kW)")
     channels_out, channels_in_per_group, kh, kw = node.weight.shape
     groups = int(np.asarray(node.groups).reshape(-1)[0])
+    if groups < 1 or min(_pair(node.stride)) < 1 or min(_pair(node.dilation)) < 1:
+        raise GraphStructureError(f"Conv2d stride {node.stride}, dilation {node.dilation} and groups {node.groups} "
+                                  "must all be at least 1")
+    if np.asarray(node.bias).shape not in ((), (channels_out,)):
+        raise GraphStructureError(f"Conv2d bias has shape {np.asarray(node.bias).shape}; it must be ({channels_out},)")
     if shape[0] != channels_in_per_group * groups:
         raise GraphStructureError(
             f"Conv2d weight expects {channels_in_per_group * groups} input channels, the input has {shape[0]}"
@@ -149,6 +157,9 @@ def _pool_output(node, shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(shape) != 3:
         raise GraphStructureError(f"{type(node).__name__} expects a (C, H, W) input, got {shape}")
     kernel, stride, padding = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise GraphStructureError(f"{type(node).__name__} kernel {kernel} and stride {stride} must be at least 1 "
+                                  f"and padding {padding} at least 0")
     spatial = [(size + 2 * p - k) // s + 1 for size, k, s, p in zip(shape[1:], kernel, stride, padding)]
     if min(spatial) < 1:
         raise GraphStructureError(f"{type(node).__name__} on input {shape} gives an empty output {spatial}")
@@ -170,6 +181,10 @@ def node_output_shape(node: nir.NIRNode, shape: tuple[int, ...]) -> tuple[int, .
         weight = np.asarray(node.weight)
         if weight.ndim != 2 or shape != (weight.shape[1],):
             raise GraphStructureError(f"weight {weight.shape} does not take input of shape {shape}")
+        if isinstance(node, nir.Affine) and np.asarray(node.bias).shape not in ((), (weight.shape[0],)):
+            raise GraphStructureError(
+                f"bias has shape {np.asarray(node.bias).shape}; it must have one value per output ({weight.shape[0]},)"
+            )
         return (weight.shape[0],)
     if isinstance(node, nir.Conv2d):
         return _conv2d_output(node, shape)
@@ -211,3 +226,17 @@ def infer_shapes(graph: nir.NIRGraph) -> dict[str, tuple[int, ...]]:
             raise GraphStructureError(f"Output node {name!r} declares shape {declared} but receives {out}")
         shapes[name] = out
     return shapes
+
+
+def unstable_neurons(graph: nir.NIRGraph, dt: float) -> list[str]:
+    """Return the LIF/CubaLIF/LI nodes whose ``dt / tau`` exceeds 1 somewhere.
+
+    Forward Euler overshoots there instead of decaying (``dt / tau = 1`` is the memoryless
+    limit), and backends that round differently can disagree.
+    """
+    names = []
+    for name, node in graph.nodes.items():
+        taus = [getattr(node, attribute) for attribute in ("tau", "tau_mem", "tau_syn") if hasattr(node, attribute)]
+        if any(np.max(dt / np.asarray(tau, dtype=np.float64)) > 1.0 + 1e-12 for tau in taus):
+            names.append(name)
+    return names

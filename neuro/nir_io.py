@@ -96,7 +96,7 @@ def write_graph(graph: nir.NIRGraph, path: str | os.PathLike) -> Path:
 
 
 # A hostile file could declare arrays far larger than any SNN; refuse before loading them.
-MAX_ARRAY_ELEMENTS = 2**28
+MAX_ARRAY_ELEMENTS = 2**26
 
 
 def _metadata_value(value):
@@ -158,6 +158,22 @@ def _check_parameters(name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> N
                 ) from None
 
 
+def _check_metadata(path: Path, metadata: dict) -> None:
+    dt = metadata.get("dt")
+    if dt is not None:
+        try:
+            dt = float(dt)
+        except (TypeError, ValueError):
+            dt = float("nan")
+        if not (np.isfinite(dt) and dt > 0):
+            raise GraphFileError(f"{path} stores dt = {metadata['dt']!r}; it must be a finite positive number of "
+                                 "seconds. Fix the graph's metadata or pass --dt")
+        metadata["dt"] = dt
+    version = metadata.get("pulmofusion_format")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, (int, np.integer))):
+        raise GraphFileError(f"{path} stores pulmofusion_format = {version!r}; it must be an integer version")
+
+
 def read_graph(path: str | os.PathLike) -> tuple[nir.NIRGraph, dict]:
     """Read and check a NIR file; return the graph and its metadata (``dt`` may be absent).
 
@@ -165,6 +181,8 @@ def read_graph(path: str | os.PathLike) -> tuple[nir.NIRGraph, dict]:
     inconsistent file, and for a file written by a newer version of this project.
     """
     path = Path(path)
+    if path.is_dir():
+        raise GraphFileError(f"{path} is a folder; pass the path of a NIR file to --graph")
     if not path.is_file():
         raise GraphFileError(f"NIR file {path} not found; check the path passed to --graph")
     if not h5py.is_hdf5(path):
@@ -174,7 +192,8 @@ def read_graph(path: str | os.PathLike) -> tuple[nir.NIRGraph, dict]:
         graph = nir.read(path, type_check=False)  # our own shape checks below name the node
     except GraphFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, AssertionError, IndexError) as error:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, AssertionError, IndexError,
+            OverflowError, ZeroDivisionError, RuntimeError) as error:
         raise GraphFileError(
             f"{path} could not be read as a NIR graph ({type(error).__name__}: {error}); "
             "re-export it with nir.write from nir 1.0"
@@ -183,6 +202,7 @@ def read_graph(path: str | os.PathLike) -> tuple[nir.NIRGraph, dict]:
         raise GraphFileError(f"{path} holds a single {type(graph).__name__} node, not a NIRGraph; wrap it in a graph")
 
     metadata = {key: _metadata_value(value) for key, value in (graph.metadata or {}).items()}
+    _check_metadata(path, metadata)
     version = metadata.get("pulmofusion_format")
     if version is not None and int(version) > FORMAT_VERSION:
         raise GraphFileError(

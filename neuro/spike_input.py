@@ -11,6 +11,7 @@ Values are usually 0/1 spikes; other finite values are passed on as graded input
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ def _read_array(path: Path) -> np.ndarray:
         if suffix == ".csv":
             if path.stat().st_size == 0:
                 return np.empty((0,))
-            return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # numpy warns on a file of blank lines; the size check reports it
+                return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
     except (ValueError, OSError, EOFError) as error:
         raise SpikeInputError(f"{path} could not be read as {suffix[1:].upper()} ({error}); "
                               "check the file format") from None
@@ -38,13 +41,16 @@ def _read_array(path: Path) -> np.ndarray:
 def load_spikes(path: str | Path, input_shape: tuple[int, ...]) -> np.ndarray:
     """Return the spikes in ``path`` as float64 ``(T, B, *input_shape)``."""
     path = Path(path)
+    if path.is_dir():
+        raise SpikeInputError(f"{path} is a folder; pass the path of a .npy or .csv file to --input")
     if not path.is_file():
         raise SpikeInputError(f"input file {path} not found; check the path passed to --input")
     array = _read_array(path)
     if array.dtype.kind not in "biuf":
-        raise SpikeInputError(f"{path} holds {array.dtype} values; input spikes must be numbers")
+        raise SpikeInputError(f"{path} contains {array.dtype} values; input spikes must be real numbers "
+                              "(bool, integer or float)")
     if array.size == 0:
-        raise SpikeInputError(f"{path} is empty; it must hold at least one time step")
+        raise SpikeInputError(f"{path} is empty; it must contain at least one time step")
     size = int(np.prod(input_shape))
     shape_text = ", ".join(str(s) for s in input_shape)
     if path.suffix.lower() == ".csv":
@@ -62,7 +68,8 @@ def load_spikes(path: str | Path, input_shape: tuple[int, ...]) -> np.ndarray:
             f"(T, B, {shape_text})"
         )
     if 0 in array.shape:
-        raise SpikeInputError(f"{path} has shape {array.shape} with an empty dimension; it holds no input")
+        raise SpikeInputError(f"{path} has shape {array.shape}; a batch or input dimension of size 0 leaves "
+                              "nothing to run")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise SpikeInputError(f"{path} contains NaN or infinite values; input spikes must be finite")

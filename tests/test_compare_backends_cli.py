@@ -175,3 +175,51 @@ def test_parameters_lava_cannot_express(capsys, tmp_path):
                                "--out", str(tmp_path / "out")])
     assert "v_reset" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_out_is_a_file(capsys, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert "not a folder" in _bad_input(capsys, ["--out", str(target), "--skip-cnn"])
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("metadata, message", [({"dt": "abc"}, "dt"), ({"dt": -1.0}, "dt"),
+                                               ({"pulmofusion_format": "x"}, "integer version")])
+def test_bad_graph_metadata(capsys, tmp_path, metadata, message):
+    ones = np.ones(1)
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([1])}),
+               "fc": nir.Affine(weight=np.ones((1, 1)), bias=np.zeros(1)),
+               "lif": nir.LIF(tau=ones * 1e-2, r=ones, v_leak=ones * 0, v_threshold=ones, v_reset=ones * 0),
+               "output": nir.Output(output_type={"output": np.array([1])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")], metadata=metadata,
+    )
+    path = write_graph(graph, tmp_path / "meta.nir")
+    spikes = tmp_path / "spikes.npy"
+    np.save(spikes, np.ones((5, 1)))
+    assert message in _bad_input(capsys, ["--graph", str(path), "--input", str(spikes)])
+
+
+def test_huge_input_on_fixed_point(capsys, tmp_path, one_neuron_files):
+    graph, _ = one_neuron_files
+    spikes = tmp_path / "huge.npy"
+    np.save(spikes, np.full((5, 1), 1e20))
+    assert "lava-fixed" in _bad_input(capsys, ["--graph", str(graph), "--input", str(spikes)])
+
+
+def test_graph_without_neurons_reports_output(tmp_path):
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+               "fc": nir.Affine(weight=np.ones((1, 2)), bias=np.zeros(1)),
+               "output": nir.Output(output_type={"output": np.array([1])})},
+        edges=[("input", "fc"), ("fc", "output")],
+    )
+    path = write_graph(graph, tmp_path / "affine.nir")
+    spikes = tmp_path / "spikes.npy"
+    np.save(spikes, np.ones((3, 2)))
+    out = tmp_path / "out"
+    assert MAIN(["--graph", str(path), "--input", str(spikes), "--backends", "snntorch", "--out", str(out)]) == 0
+    row = json.loads((out / "results.json").read_text())["backends"][0]
+    assert row["spikes_identical"] is True
+    assert row["output_agreement"] == 1.0

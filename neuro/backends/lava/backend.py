@@ -37,6 +37,9 @@ from neuro.graph import input_shape
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORD_BYTES = 256 * 2**20
+# Loihi's synaptic input and neuron state registers are 24-bit signed; a larger input
+# could not be represented on the chip and would wrap in Lava's bit-accurate models.
+FIXED_INPUT_MAX = 2**23 - 1
 
 
 @dataclass
@@ -118,6 +121,11 @@ class LavaBackend(Backend):
             raise ValueError(f"input spikes have shape {data.shape}; T and B must be at least 1")
         if not np.all(np.isfinite(data)):
             raise ValueError("input spikes contain non-finite values")
+        if self.fixed_point and np.abs(data).max() > FIXED_INPUT_MAX:
+            raise LavaMappingError(
+                f"lava-fixed sends the input as integers of at most {FIXED_INPUT_MAX} in magnitude, but it contains "
+                f"{np.abs(data).max():g}; scale the input down or use lava-float"
+            )
         if self.fixed_point and not np.all(np.round(data) == data):
             raise LavaMappingError(
                 "lava-fixed sends the input as integers, but it contains fractional values; "
