@@ -57,7 +57,7 @@ def _backend_table(report, fmt: str) -> str:
             f"{_seconds(latency['median'])} ({_seconds(latency['iqr'])}, n={latency['repeats']})",
             f"{row['peak_memory_mb']:.0f} MB (+{row['memory_increase_mb']:.0f} MB)",
         ])
-    return tabulate(rows, headers=headers, tablefmt=fmt)
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def _layer_table(report, fmt: str) -> str:
@@ -71,7 +71,7 @@ def _layer_table(report, fmt: str) -> str:
         agreement = [f"{100 * row['layers'][index]['agreement']:.3f} %" for row in rows_by_backend]
         spikes = [_si(row["spikes_per_layer_per_clip"][layer]) for row in rows_by_backend]
         rows.append([layer, neurons.get(layer, "")] + agreement + spikes)
-    return tabulate(rows, headers=headers, tablefmt=fmt)
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def _cnn_table(report, fmt: str) -> str:
@@ -95,7 +95,7 @@ def _energy_table(report, fmt: str) -> str:
                      _ratio(e.snn_to_cnn_fp32), _ratio(e.loihi_to_cnn_fp32)])
     headers = ["backend", "SNN 45 nm (SOPs x fp32 add)", "SNN Loihi (SOPs x E_SOP)", "SNN Loihi + neuron updates",
                "CNN 45 nm (MACs x fp32 MAC)", "SNN:CNN 45 nm", "SNN Loihi:CNN 45 nm"]
-    return tabulate(rows, headers=headers, tablefmt=fmt)
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def _ratio(value: float | None) -> str:
