@@ -19,12 +19,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from cohort.files import atomic_write
 from cohort.recording import Recording
 from cohort.simulator import (
     SimulatedCohort,
@@ -65,14 +65,11 @@ def _array_digest(array: np.ndarray) -> str:
 
 
 def _write_atomically(path: Path, write) -> None:  # noqa: ANN001 - write(binary stream)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    def write_file(temporary: str) -> None:
+        with open(temporary, "wb") as stream:
             write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write_file)
 
 
 def _session_arrays(session: SimulatedSession) -> dict[str, np.ndarray]:

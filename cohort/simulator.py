@@ -24,14 +24,13 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cohort.files import atomic_write
 from cohort.recording import MODALITIES, Cycle, Recording
 from cohort.sim_population import FIXED_RATIO_THRESHOLD, ReferenceValues, draw_physiology
 from cohort.sim_render import mask_rise_with_inhalation, render_rgb, render_thermal
@@ -361,9 +360,9 @@ def write_metadata_csv(cohort: SimulatedCohort, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+
+    def write_rows(temporary: str) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as stream:
             writer = csv.writer(stream)
             writer.writerow(METADATA_COLUMNS)
             for s in cohort.subjects:
@@ -371,10 +370,8 @@ def write_metadata_csv(cohort: SimulatedCohort, path: str | Path) -> Path:
                 writer.writerow([s.subject_id, f"{s.age:.1f}", s.sex, f"{s.height_cm:.1f}", f"{s.weight_kg:.1f}",
                                  s.smoking, pack_years, f"{s.fev1:.3f}", f"{s.fvc:.3f}", f"{s.fev1_fvc:.4f}",
                                  f"{s.pef:.3f}"])
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write_rows)
     logger.info("wrote metadata of %d subjects to %s", len(cohort.subjects), path)
     return path
 

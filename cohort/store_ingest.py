@@ -9,6 +9,7 @@ already stored and processes only the rest.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,17 @@ class IngestReport:
     skipped: tuple[tuple[str, str], ...]
 
 
+def _same_subject(stored: SubjectInfo, given: SubjectInfo) -> bool:
+    """Compare two subjects field by field, treating NaN (not recorded) as equal to NaN."""
+    for name in SubjectInfo.__dataclass_fields__:
+        a, b = getattr(stored, name), getattr(given, name)
+        if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+            continue
+        if a != b:
+            return False
+    return True
+
+
 def _as_items(items: Iterable[IngestItem | tuple[str, str, Callable[[], Recording]]]) -> list[IngestItem]:
     result = []
     seen = set()
@@ -103,7 +115,7 @@ def ingest(
         finished = {(item.subject_id, item.name) for item in items if item.subject_id in stored_subjects
                     and store.has_recording(item.subject_id, item.name)}
         for subject_id in sorted(stored_subjects & set(metadata)):
-            if store.read_subject(subject_id) != metadata[subject_id]:
+            if not _same_subject(store.read_subject(subject_id), metadata[subject_id]):
                 raise ValueError(
                     f"subject {subject_id!r} is in {store_path} with metadata {store.read_subject(subject_id)}, "
                     f"which differs from the metadata passed in subjects; fix one of them"

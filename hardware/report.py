@@ -15,7 +15,7 @@ import numpy as np
 
 from hardware.energy import energy_table_markdown, estimate_energy
 from hardware.workload import BackendMeasurement, CnnMeasurement, Workload
-from neuro.files import atomic_write
+from cohort.files import atomic_write
 from neuro.nir_io import write_graph
 
 MB = 1024 * 1024

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from neuro.files import atomic_write
+from cohort.files import atomic_write
 from neuro.model import PulmoSNN, SNNConfig
 
 FORMAT = "pulmofusion-snn"

@@ -24,7 +24,7 @@ import nir
 import numpy as np
 import torch
 
-from neuro.files import atomic_write
+from cohort.files import atomic_write
 from neuro.graph import GraphStructureError, infer_shapes, layout, node_output_shape
 from neuro.model import PulmoSNN, SumPool2d
 from neuro.neurons import LIF

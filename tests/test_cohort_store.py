@@ -397,3 +397,13 @@ def test_clip_dataset_workers(store_path):
     assert torch.equal(clips, expected)
     assert torch.cat([batch[3]["pef"] for batch in batches]).tolist() == pytest.approx([4.0, 4.4] * 6)
     dataset.close()
+
+
+def test_ingest_accepts_same_subject_with_missing_values(tmp_path):
+    # A subject whose unrecorded fields are NaN must compare equal to itself on a second ingest.
+    from cohort.store_format import SubjectInfo
+    from cohort.store_ingest import _same_subject
+
+    info = SubjectInfo(age=50.0, sex="F", height_cm=160.0, weight_kg=60.0, smoking="never")
+    assert _same_subject(info, SubjectInfo.from_values(info))
+    assert not _same_subject(info, SubjectInfo(age=51.0, sex="F", height_cm=160.0, weight_kg=60.0, smoking="never"))
