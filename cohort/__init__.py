@@ -1,4 +1,9 @@
-"""Synthetic cohorts: forced-expiration flow curves and thermal clips of a person blowing."""
+"""Cohorts of people blowing: recordings, metadata, breathing cycles, the HDF5 store and the simulator.
+
+Heavy modules (OpenCV, h5py, pyspiro, torch) are imported by the submodules that need
+them; import ``cohort.readers``, ``cohort.metadata``, ``cohort.segmentation``,
+``cohort.store``, ``cohort.dataset``, ``cohort.folds`` or ``cohort.simulator`` directly.
+"""
 
 from cohort.flow import (
     ForcedExpiration,
@@ -7,6 +12,7 @@ from cohort.flow import (
     pef_range,
     single_compartment_tau,
 )
+from cohort.recording import MODALITIES, Cycle, Recording
 from cohort.synthetic import (
     ABNORMAL_FEV1_FVC,
     DEFAULT_FPS_HZ,
@@ -27,6 +33,9 @@ from cohort.thermal import (
 )
 
 __all__ = [
+    "MODALITIES",
+    "Cycle",
+    "Recording",
     "ABNORMAL_FEV1_FVC",
     "DEFAULT_FPS_HZ",
     "BreathingClip",

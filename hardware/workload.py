@@ -44,8 +44,44 @@ class Workload:
     notes: list[str] = field(default_factory=list)
 
 
+# Clip window: 1 s of rest before the detected onset and 5.9 s after it, the span of the
+# 30-frame training clips at the Lepton's halved rate (30 frames / 4.35 Hz = 6.9 s).
+CLIP_WINDOW_S = 6.9
+CLIP_PRE_ONSET_S = 1.0
+CLIP_SIZE_PX = 224
+CLIP_FRAMES = 30
+
+
+def simulated_clips(n_clips: int, *, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Cut ``n_clips`` thermal clips out of the cached simulated cohort, the toolkit's default data.
+
+    Subjects are simulated (and cached) until their segmented blows give enough clips.
+    Returns clips (N, 30, 224, 224) in degC, labels (1 = FEV1/FVC < 0.70 for the subject)
+    and a sentence naming the source.
+    """
+    from cohort.segmentation import cut_clips, segment
+    from cohort.simulator import default_cohort
+
+    n_subjects = max(2, math.ceil(n_clips / 3))
+    while True:
+        cohort = default_cohort(n_subjects=n_subjects, seed=seed)
+        clips, labels = [], []
+        for session in cohort.sessions:
+            cycles = segment(session.thermal).cycles
+            cut = cut_clips(session.thermal, cycles, n_frames=CLIP_FRAMES, size=CLIP_SIZE_PX,
+                            pre_onset_s=CLIP_PRE_ONSET_S, window_s=CLIP_WINDOW_S)
+            clips.extend(cut)
+            labels.extend([int(session.subject.fev1_fvc < 0.70)] * len(cut))
+            if len(clips) >= n_clips:
+                source = (f"segmented from {len(cohort.subjects)} simulated subjects' thermal sessions, "
+                          f"cohort seed {seed}")
+                return np.stack(clips[:n_clips]), np.array(labels[:n_clips]), source
+        if n_subjects >= 4 * n_clips:
+            raise WorkloadError(f"segmentation found only {len(clips)} clips in {n_subjects} simulated subjects")
+        n_subjects *= 2
+
+
 def _default_workload(args) -> Workload:
-    from cohort.synthetic import generate_clips
     from neuro.checkpoint import load_snn
     from neuro.encoding import RateEncoder
     from neuro.model import PulmoSNN, SNNConfig
@@ -59,17 +95,15 @@ def _default_workload(args) -> Workload:
                      "neurons (tau = the built dt) are no longer memoryless: with dt < tau they leak, with dt > tau "
                      "forward Euler overshoots")
 
-    batch = generate_clips(args.clips, seed=args.seed)
-    clips = np.stack([clip.frames for clip in batch])
-    labels = np.array([int(clip.abnormal) for clip in batch])
+    clips, labels, source_text = simulated_clips(args.clips, seed=args.seed)
     frames = clips.shape[1]
     steps = args.steps if args.steps is not None else frames
     encoder = RateEncoder(size=config.input_size, steps_per_frame=max(1, math.ceil(steps / frames)),
                           value_range=THERMAL_WINDOW_C, seed=args.seed)
     spikes = encoder.encode(clips)[:steps].astype(np.float64)
     source = f"checkpoint {args.checkpoint}" if args.checkpoint else f"untrained, seed {args.seed}"
-    description = (f"PulmoFusion SNN ({source}) on {args.clips} simulated thermal clips of {frames} frames "
-                   f"{clips.shape[2]}x{clips.shape[3]}, rate-coded to {steps} steps of "
+    description = (f"PulmoFusion SNN ({source}) on {args.clips} thermal clips of {frames} frames "
+                   f"{clips.shape[2]}x{clips.shape[3]} ({source_text}), rate-coded to {steps} steps of "
                    f"{config.input_size}x{config.input_size} spikes")
     return Workload(graph=model_to_nir(model), dt=dt, spikes=spikes, description=description,
                     clips=clips, labels=labels, trained=args.checkpoint is not None, notes=notes)
