@@ -9,7 +9,7 @@
   recording belongs to the subject named by its file name up to the first underscore.
   An interrupted ingest resumes where it stopped.
 - ``segment`` segments one recording, prints its cycles and rejected candidates, and
-  writes a PNG of the breathing signal; with ``--truth`` it also scores the result.
+  writes a PNG of the breathing signal.  With ``--truth`` it also scores the result.
 - ``check`` verifies a store.
 
 Exit codes: 0 success, 1 ``check`` found problems, 2 bad input (one line on stderr).

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import expit
 
 from cohort.sim_session import SessionTimeline
-from cohort.thermal import FaceLayout, MaskHeating, ThermalScene
+from cohort.thermal import FaceLayout, MaskHeating, ThermalScene, relax_from_zero
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,7 @@ def mask_rise_with_inhalation(
     in_rate = np.maximum(-flow, 0.0) * scale
     decay_rate = out_rate + in_rate + 1.0 / heating.tau_cool
     theta_eq = (out_rate * heating.excess_k + in_rate * inhaled_excess_k) / decay_rate
-    keep = np.exp(-decay_rate * step_s)
-
-    theta = np.empty(n_steps + 1)
-    theta[0] = 0.0
-    for k in range(n_steps):
-        theta[k + 1] = theta_eq[k] + (theta[k] - theta_eq[k]) * keep[k]
+    theta = relax_from_zero(theta_eq, np.exp(-decay_rate * step_s))
     return np.interp(times_s, grid, theta)
 
 

@@ -97,13 +97,20 @@ def mask_temperature_rise(
     warm_rate = midpoint_flow / (heating.reference_flow * heating.tau_warm)
     decay_rate = warm_rate + 1.0 / heating.tau_cool
     theta_eq = warm_rate * heating.excess_k / decay_rate
-    keep = np.exp(-decay_rate * step_s)
-
-    theta = np.empty(n_steps + 1)
-    theta[0] = 0.0
-    for k in range(n_steps):
-        theta[k + 1] = theta_eq[k] + (theta[k] - theta_eq[k]) * keep[k]
+    theta = relax_from_zero(theta_eq, np.exp(-decay_rate * step_s))
     return np.interp(times_s, grid, theta)
+
+
+def relax_from_zero(theta_eq: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Integrate first-order relaxation from 0: ``theta[k+1] = eq[k] + (theta[k] - eq[k]) * keep[k]``.
+
+    ``keep[k]`` is ``exp(-rate[k] * step)``; the result has one more entry than the inputs.
+    """
+    theta = np.empty(len(theta_eq) + 1)
+    theta[0] = 0.0
+    for k in range(len(theta_eq)):
+        theta[k + 1] = theta_eq[k] + (theta[k] - theta_eq[k]) * keep[k]
+    return theta
 
 
 @dataclass(frozen=True)
