@@ -64,7 +64,8 @@ TOO_LONG = "too_long"
 TOO_FLAT = "too_flat"
 TRUNCATED_START = "truncated_start"
 TRUNCATED_END = "truncated_end"
-REJECTION_REASONS = (TOO_SHORT, TOO_LONG, TOO_FLAT, TRUNCATED_START, TRUNCATED_END)
+INHALATION = "inhalation"
+REJECTION_REASONS = (TOO_SHORT, TOO_LONG, TOO_FLAT, TRUNCATED_START, TRUNCATED_END, INHALATION)
 
 SIGNAL_UNITS = {"thermal": "degC (region mean)", "rgb": "grey levels (region mean |deviation from rest|)"}
 _MAD_TO_SIGMA = 1.4826
@@ -106,6 +107,7 @@ class SegmentConfig:
     roi_side_px: int = 80
     roi_fraction: float = 0.5
     quality_snr_scale: float = 50.0
+    inhalation_gap_s: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("min_cycle_s", "max_cycle_s", "onset_threshold", "continue_threshold", "min_rise_snr",
@@ -188,8 +190,8 @@ def _pixel_traces(recording: Recording, side_px: int) -> tuple[np.ndarray, int]:
             frame = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
         small[index] = frame
     if recording.modality == "rgb":
-        # NOTE: the absolute deviation cannot tell inhalation from a blow, so the inhalation
-        # before each blow of a cohort.simulator session becomes an extra RGB cycle.
+        # The absolute deviation cannot tell inhalation from a blow; _split_inhalations
+        # pairs them by timing instead.
         small -= np.median(small, axis=0)
     return small, factor
 
@@ -350,6 +352,41 @@ def _judge(
     return Cycle(onset, end, quality=float(np.clip(snr_term * shape, 0.0, 1.0)))
 
 
+def _split_inhalations(
+    cycles: list[Cycle], signal: np.ndarray, sigma: float, fps: float, config: SegmentConfig
+) -> tuple[list[Cycle], list[RejectedCandidate]]:
+    """Separate the preparatory inhalation from each blow in an RGB signal.
+
+    The RGB signal measures motion, and the maximal inhalation before a forced
+    expiration moves the face as much as the blow.  Subjects are coached to blow right
+    after the inhalation, with a pause of about 2 s at most (an estimate, the default
+    ``inhalation_gap_s``).  So a cycle followed by another within that gap is taken as the
+    inhalation of the pair, and the second one as its blow.  Pairs are formed from the
+    start of the recording.
+    """
+    kept: list[Cycle] = []
+    inhalations: list[RejectedCandidate] = []
+    gap_frames = config.inhalation_gap_s * fps
+    index = 0
+    while index < len(cycles):
+        cycle = cycles[index]
+        following = cycles[index + 1] if index + 1 < len(cycles) else None
+        if following is not None and following.start - cycle.end <= gap_frames:
+            rise = float(np.ptp(signal[cycle.start:cycle.end]))
+            inhalations.append(RejectedCandidate(
+                start=cycle.start, end=cycle.end, reason=INHALATION,
+                detail=f"followed by a cycle {(following.start - cycle.end) / fps:.1f} s later, within "
+                       f"inhalation_gap_s {config.inhalation_gap_s}; taken as the inhalation before that blow",
+                rise=rise, rise_snr=rise / sigma if sigma > 0 else float("inf"),
+            ))
+            kept.append(following)
+            index += 2
+            continue
+        kept.append(cycle)
+        index += 1
+    return kept, inhalations
+
+
 def segment(recording: Recording, config: SegmentConfig = SegmentConfig()) -> SegmentationResult:
     """Find the signal region, the breathing signal and the cycles of ``recording``."""
     traces, factor = _pixel_traces(recording, config.roi_side_px)
@@ -381,6 +418,10 @@ def segment(recording: Recording, config: SegmentConfig = SegmentConfig()) -> Se
         limit = onsets[index + 1] if index + 1 < len(onsets) else None
         outcome = _judge(signal, onset, limit, signal_sigma, recording.fps, recording.modality, config)
         (cycles if isinstance(outcome, Cycle) else rejected).append(outcome)
+
+    if recording.modality == "rgb" and config.inhalation_gap_s > 0:
+        cycles, inhalations = _split_inhalations(cycles, signal, signal_sigma, recording.fps, config)
+        rejected = sorted(rejected + inhalations, key=lambda candidate: candidate.start)
 
     notes: list[str] = []
     if not onsets:

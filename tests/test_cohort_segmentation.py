@@ -291,3 +291,26 @@ def test_simulated_sessions_with_head_motion():
         score = score_segmentation(found, list(session.cycles), tolerance_frames=2)
         assert score.f1 == 1.0, f"session {index}: {result.notes}"
         assert all(r.reason == "truncated_end" for r in result.rejected)
+
+
+def test_rgb_inhalation_paired_with_blow():
+    from cohort.segmentation import INHALATION
+    from cohort.simulator import simulate_cohort
+
+    cohort = simulate_cohort(2, seed=1, modalities=("rgb",))
+    for index, session in enumerate(cohort.sessions):
+        result = segment(session.rgb)
+        score = score_segmentation(result.cycles, list(session.cycles), tolerance_frames=2)
+        assert score.f1 == 1.0, f"session {index}"
+        inhalations = [r for r in result.rejected if r.reason == INHALATION]
+        assert len(inhalations) == len(session.cycles)
+        for inhalation, cycle in zip(inhalations, result.cycles):
+            assert inhalation.end <= cycle.start
+
+
+def test_rgb_inhalation_pairing_can_be_disabled():
+    from cohort.simulator import simulate_cohort
+
+    session = simulate_cohort(1, seed=1, modalities=("rgb",)).sessions[0]
+    result = segment(session.rgb, SegmentConfig(inhalation_gap_s=0.0))
+    assert len(result.cycles) == 2 * len(session.cycles)
