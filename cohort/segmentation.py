@@ -65,7 +65,8 @@ TOO_FLAT = "too_flat"
 TRUNCATED_START = "truncated_start"
 TRUNCATED_END = "truncated_end"
 INHALATION = "inhalation"
-REJECTION_REASONS = (TOO_SHORT, TOO_LONG, TOO_FLAT, TRUNCATED_START, TRUNCATED_END, INHALATION)
+TOO_SMALL = "too_small"
+REJECTION_REASONS = (TOO_SHORT, TOO_LONG, TOO_FLAT, TRUNCATED_START, TRUNCATED_END, INHALATION, TOO_SMALL)
 
 SIGNAL_UNITS = {"thermal": "degC (region mean)", "rgb": "grey levels (region mean |deviation from rest|)"}
 _MAD_TO_SIGMA = 1.4826
@@ -108,6 +109,7 @@ class SegmentConfig:
     roi_fraction: float = 0.5
     quality_snr_scale: float = 50.0
     inhalation_gap_s: float = 2.0
+    min_relative_rise: float = 0.4
 
     def __post_init__(self) -> None:
         for name in ("min_cycle_s", "max_cycle_s", "onset_threshold", "continue_threshold", "min_rise_snr",
@@ -352,6 +354,38 @@ def _judge(
     return Cycle(onset, end, quality=float(np.clip(snr_term * shape, 0.0, 1.0)))
 
 
+def _cycle_rise(signal: np.ndarray, cycle: Cycle, fps: float, config: SegmentConfig) -> float:
+    baseline_n = max(1, round(config.baseline_s * fps))
+    base = float(np.median(signal[max(0, cycle.start - baseline_n) : cycle.start])) if cycle.start > 0 else 0.0
+    return float(signal[cycle.start : cycle.end].max()) - base
+
+
+def _drop_small_rises(
+    cycles: list[Cycle], signal: np.ndarray, sigma: float, fps: float, config: SegmentConfig
+) -> tuple[list[Cycle], list[RejectedCandidate]]:
+    """Reject thermal cycles whose warming is small beside the recording's largest.
+
+    Tidal breaths warm the mask too, but a forced expiration moves several litres at
+    several litres per second and warms it far more, so within one session a rise below
+    ``min_relative_rise`` of the largest is taken as a tidal breath.
+    """
+    rises = [_cycle_rise(signal, cycle, fps, config) for cycle in cycles]
+    largest = max(rises)
+    kept: list[Cycle] = []
+    small: list[RejectedCandidate] = []
+    for cycle, rise in zip(cycles, rises):
+        if largest > 0 and rise < config.min_relative_rise * largest:
+            small.append(RejectedCandidate(
+                start=cycle.start, end=cycle.end, reason=TOO_SMALL,
+                detail=f"rise {rise:.3g} is {100 * rise / largest:.0f} % of the largest cycle's {largest:.3g}, below "
+                       f"min_relative_rise {config.min_relative_rise}; taken as a tidal breath",
+                rise=rise, rise_snr=rise / sigma if sigma > 0 else float("inf"),
+            ))
+        else:
+            kept.append(cycle)
+    return kept, small
+
+
 def _split_inhalations(
     cycles: list[Cycle], signal: np.ndarray, sigma: float, fps: float, config: SegmentConfig
 ) -> tuple[list[Cycle], list[RejectedCandidate]]:
@@ -418,6 +452,10 @@ def segment(recording: Recording, config: SegmentConfig = SegmentConfig()) -> Se
         limit = onsets[index + 1] if index + 1 < len(onsets) else None
         outcome = _judge(signal, onset, limit, signal_sigma, recording.fps, recording.modality, config)
         (cycles if isinstance(outcome, Cycle) else rejected).append(outcome)
+
+    if recording.modality == "thermal" and config.min_relative_rise > 0 and cycles:
+        cycles, small = _drop_small_rises(cycles, signal, signal_sigma, recording.fps, config)
+        rejected = sorted(rejected + small, key=lambda candidate: candidate.start)
 
     if recording.modality == "rgb" and config.inhalation_gap_s > 0:
         cycles, inhalations = _split_inhalations(cycles, signal, signal_sigma, recording.fps, config)

@@ -314,3 +314,19 @@ def test_rgb_inhalation_pairing_can_be_disabled():
     session = simulate_cohort(1, seed=1, modalities=("rgb",)).sessions[0]
     result = segment(session.rgb, SegmentConfig(inhalation_gap_s=0.0))
     assert len(result.cycles) == 2 * len(session.cycles)
+
+
+def test_tidal_breaths_not_taken_as_blows():
+    # Subjects 5, 7 and 11 of the seed-0 cohort breathe with tidal bumps large enough to
+    # pass the noise thresholds; only the relative-rise rule separates them from blows.
+    from cohort.segmentation import TOO_SMALL
+    from cohort.simulator import simulate_cohort
+
+    cohort = simulate_cohort(12, seed=0, modalities=("thermal",))
+    for index in (4, 6, 10):
+        session = cohort.sessions[index]
+        result = segment(session.thermal)
+        score = score_segmentation(result.cycles, list(session.cycles), tolerance_frames=2)
+        assert score.false_positives == 0, session.subject.subject_id
+        assert score.false_negatives == 0, session.subject.subject_id
+        assert any(r.reason == TOO_SMALL for r in result.rejected)
