@@ -18,6 +18,7 @@ Exit codes: 0 success, 1 ``check`` found problems, 2 bad input (one line on stde
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -35,6 +36,13 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message}; see --help\n")
+
+
+def _add_reader_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conversion", help="conversion of raw thermal counts to degC: centikelvin, "
+                                             "lepton_tlinear_0.01K, lepton_tlinear_0.1K or celsius (default: none; "
+                                             "integer arrays then fail, 16-bit frame folders use centikelvin)")
+    parser.add_argument("--dataset", help="dataset name inside an .h5 recording (default: its only 3-D dataset)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--modality", choices=("thermal", "rgb"), default="thermal",
                         help="which recordings to ingest (default: thermal)")
     ingest.add_argument("--fps", type=float, help="frame rate in Hz, for recordings that do not store one")
+    _add_reader_options(ingest)
     ingest.add_argument("--frames", type=int, default=30, help="frames per clip (default: 30)")
     ingest.add_argument("--size", type=int, default=224, help="clip height and width in pixels (default: 224)")
 
     segment = commands.add_parser("segment", help="segment one recording into breathing cycles")
     segment.add_argument("recording", type=Path, help="recording file or frame folder")
     segment.add_argument("--fps", type=float, help="frame rate in Hz, for inputs without one")
+    _add_reader_options(segment)
     segment.add_argument("--plot", type=Path, help="PNG of the signal with the cycles (default: <recording>.png)")
     segment.add_argument("--truth", type=Path, help="truth.json from 'simulate', to score the cycles")
     segment.add_argument("--tolerance", type=int, default=2, help="onset tolerance in frames for scoring (default: 2)")
@@ -142,6 +152,23 @@ def _save_thermal_h5(path: str, recording) -> None:
         dataset.attrs["units"] = "degC"
 
 
+def _is_store(path: Path) -> bool:
+    """Return True for an HDF5 file that is a cohort store, not a recording."""
+    if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
+        return False
+    import h5py
+
+    from cohort.store_format import FORMAT_NAME
+
+    try:
+        with h5py.File(path, "r") as handle:
+            value = handle.attrs.get("format")
+    except OSError:
+        return False
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return text == FORMAT_NAME
+
+
 def _recording_files(folder: Path, modality: str, store: Path) -> list[tuple[str, str, Path]]:
     """Return (subject id, recording name, path) for every recording in ``folder`` of ``modality``.
 
@@ -151,7 +178,7 @@ def _recording_files(folder: Path, modality: str, store: Path) -> list[tuple[str
         raise ValueError(f"--recordings {folder} is not a folder; pass the folder that contains the recordings")
     found = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.resolve() == store.resolve():
+        if path.name.startswith(".") or path.resolve() == store.resolve() or _is_store(path):
             continue
         is_frame_folder = path.is_dir()
         if not is_frame_folder and path.suffix.lower() not in RECORDING_SUFFIXES:
@@ -169,14 +196,29 @@ def _recording_files(folder: Path, modality: str, store: Path) -> list[tuple[str
 
 
 def _ingest(args) -> int:
+    from cohort.folds import normalize_subject_id
     from cohort.metadata import match_recordings, read_metadata
     from cohort.readers import read_recording
     from cohort.segmentation import cut_clips, segment
     from cohort.store_ingest import Processed, ingest
 
-    subjects = {subject.subject_id: subject for subject in read_metadata(args.metadata)}
-    files = _recording_files(args.recordings, args.modality, args.store)
-    match = match_recordings([subject_id for subject_id, _, _ in files], list(subjects.values()))
+    for option, value in (("--frames", args.frames), ("--size", args.size)):
+        if value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps must be a positive number of frames per second, got {args.fps}")
+    # Subject ids compare the way the store keeps them: trimmed and upper case.
+    subjects = {}
+    for subject in read_metadata(args.metadata):
+        key = normalize_subject_id(subject.subject_id)
+        if key in subjects:
+            raise ValueError(f"{args.metadata} lists subject {key!r} twice (ids are compared trimmed and "
+                             "upper case); merge or rename the rows")
+        subjects[key] = subject
+    files = [(normalize_subject_id(subject_id), name, path)
+             for subject_id, name, path in _recording_files(args.recordings, args.modality, args.store)]
+    match = match_recordings([subject_id for subject_id, _, _ in files],
+                             [dataclasses.replace(subject, subject_id=key) for key, subject in subjects.items()])
     if match.recordings_without_metadata:
         raise ValueError(f"{args.metadata} has no row for recordings of subjects "
                          f"{sorted(match.recordings_without_metadata)}; add their rows or move those recordings out")
@@ -195,14 +237,36 @@ def _ingest(args) -> int:
         return Processed(cycles=cycles, clips=cut_clips(recording, cycles, n_frames=args.frames, size=args.size))
 
     items = [(subject_id, name, lambda path=path, subject_id=subject_id:
-              read_recording(path, modality=args.modality, subject_id=subject_id, fps=args.fps))
+              read_recording(path, modality=args.modality, subject_id=subject_id, fps=args.fps,
+                                            counts_to_celsius=args.conversion, dataset=args.dataset))
              for subject_id, name, path in files]
-    report = ingest(args.store, items, process=process,
-                    subjects={subject_id: subjects[subject_id] for subject_id, _, _ in files})
+    created = not args.store.exists()
+    try:
+        report = ingest(args.store, items, process=process,
+                        subjects={subject_id: subjects[subject_id] for subject_id, _, _ in files})
+    except BaseException:
+        _remove_if_empty(args.store, created)
+        raise
     print(f"{args.store}: added {len(report.added)} recordings, skipped {len(report.skipped)} already stored")
     if match.subjects_without_recording:
         print(f"subjects without a {args.modality} recording: {', '.join(sorted(match.subjects_without_recording))}")
     return 0
+
+
+def _remove_if_empty(store: Path, created: bool) -> None:
+    """Delete a store this run created when the run failed before committing any recording."""
+    from cohort.store import CohortStore
+
+    if not created or not store.exists():
+        return
+    try:
+        with CohortStore.open(store, "r") as opened:
+            empty = not opened.subject_ids()
+    except (ValueError, OSError):
+        return
+    if empty:
+        store.unlink()
+        logger.info("removed %s: the failed ingest had not stored any recording", store)
 
 
 def _segment(args) -> int:
@@ -211,7 +275,8 @@ def _segment(args) -> int:
     from cohort.scoring import score_segmentation
     from cohort.segmentation import plot_signal, segment
 
-    recording = read_recording(args.recording, fps=args.fps)
+    recording = read_recording(args.recording, fps=args.fps, counts_to_celsius=args.conversion,
+                               dataset=args.dataset)
     result = segment(recording)
     print(f"{args.recording}: {recording.n_frames} frames at {recording.fps:g} Hz, {len(result.cycles)} cycles")
     for index, cycle in enumerate(result.cycles):
@@ -239,6 +304,9 @@ def _segment(args) -> int:
 def _check(args) -> int:
     from cohort.store_check import check_store
 
+    if not args.store.is_file():
+        raise ValueError(f"store {args.store} not found; check the path")
+
     problems = check_store(args.store)
     for problem in problems:
         print(problem if str(args.store) in problem else f"{args.store}: {problem}")
@@ -260,3 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # every reader, validator and store error derives from these
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: recordings committed before the interruption are kept; run the command again to "
+              "resume", file=sys.stderr)
+        return 130

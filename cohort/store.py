@@ -83,7 +83,7 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
     except OSError as error:
         raise StoreError(
             f"{path} could not be opened as HDF5 ({error}); it is truncated or damaged, "
-            "so restore it from a backup or rebuild it with cohort.ingest.ingest"
+            "so restore it from a backup or rebuild it with cohort.store_ingest.ingest"
         ) from error
     try:
         name = read_attr(handle, "format", path, kind="S")
@@ -135,11 +135,19 @@ class _Lock:
             os.kill(pid, 0)
         except ProcessLookupError:
             logger.warning("removing stale lock %s of process %d, which no longer runs", self.path, pid)
+            self._remove_stale_copies()
             self.path.unlink(missing_ok=True)
             return True
         except PermissionError:
             return False
         return False
+
+    def _remove_stale_copies(self) -> None:
+        """Delete the working copies a killed writer left; only the lock holder makes them."""
+        store_name = self.path.name[1:-len(".lock")]
+        for copy in self.path.parent.glob(f".{store_name}.*.tmp"):
+            logger.warning("removing %s, the working copy of a writer that no longer runs", copy)
+            copy.unlink(missing_ok=True)
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -296,6 +304,14 @@ class CohortStore:
         group.create_group("recordings")
         return key
 
+    def _clip_shape(self, modality: str) -> tuple[int, ...] | None:
+        """Return the per-clip shape of this store's clips of ``modality``, None before the first."""
+        for subject in self._file["subjects"].values():
+            for group in subject["recordings"].values():
+                if "clips" in group and read_text(group, "modality", self.path) == modality:
+                    return tuple(group["clips"].shape[1:])
+        return None
+
     def add_recording(
         self,
         subject_id: object,
@@ -331,6 +347,13 @@ class CohortStore:
         if normalize_subject_id(recording.subject_id) != key:
             raise ValueError(f"recording {name!r} belongs to subject {recording.subject_id!r}, not {key!r}")
         arrays = prepare_recording(recording, cycles, clips, self.read_subject(key), clip_cycle, clip_targets, clip_label)
+        stored_shape = self._clip_shape(recording.modality)
+        if stored_shape is not None and tuple(arrays["clips"].shape[1:]) != stored_shape:
+            raise ValueError(
+                f"clips of recording {name!r} have shape {tuple(arrays['clips'].shape[1:])} per clip, but the "
+                f"{recording.modality} clips already in {self.path} have {stored_shape}; cut them with the same "
+                "number of frames and size, or use another store"
+            )
 
         group = recordings.create_group(name)
         try:

@@ -103,6 +103,7 @@ def check_store(path: str | os.PathLike) -> list[str]:
         return [str(error)]
 
     problems: list[str] = []
+    clip_shapes: dict[tuple[str, tuple[int, ...]], list[str]] = {}
     with handle:
         subjects = read_group(handle, "subjects", path)
         seen: dict[str, str] = {}
@@ -126,8 +127,21 @@ def check_store(path: str | os.PathLike) -> list[str]:
                 continue
             for recording in recordings:
                 try:
-                    problems.extend(_check_recording(read_group(recordings, recording, path), path))
+                    group = read_group(recordings, recording, path)
+                    problems.extend(_check_recording(group, path))
+                    if "clips" in group:
+                        modality = read_text(group, "modality", path)
+                        clip_shapes.setdefault((modality, tuple(group["clips"].shape[1:])), []).append(group.name)
                 except StoreError as error:
                     problems.append(str(error))
+                except OSError as error:  # h5py raises OSError when a chunk fails to decompress
+                    problems.append(f"{recordings.name}/{recording} in {path} could not be read ({error}); "
+                                    "the file is damaged, so restore it or ingest that recording again")
+    for modality in {modality for modality, _ in clip_shapes}:
+        shapes = {shape: names for (kind, shape), names in clip_shapes.items() if kind == modality}
+        if len(shapes) > 1:
+            listing = "; ".join(f"{shape} in {len(names)} recordings (first {names[0]})" for shape, names in shapes.items())
+            problems.append(f"{modality} clips in {path} differ in shape: {listing}; a dataset needs one clip shape, "
+                            "so ingest them again with the same --frames and --size")
     logger.info("checked %s: %d problems", path, len(problems))
     return problems

@@ -153,7 +153,7 @@ def ingest(
                             clip_label=result.clip_label,
                         )
                     except BaseException as error:
-                        logger.error(
+                        logger.info(
                             "ingest of %s/%s failed (%s: %s); discarding this batch of %d, %d committed before",
                             item.subject_id, item.name, type(error).__name__, error, len(batch), len(added),
                         )

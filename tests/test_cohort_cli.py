@@ -86,3 +86,59 @@ def test_segment_flat_recording_finds_nothing(tmp_path, capsys):
     np.save(path, frames)
     assert main(["segment", str(path), "--fps", "8.7", "--plot", str(tmp_path / "flat.png")]) == 0
     assert "0 cycles" in capsys.readouterr().out
+
+
+def test_ingest_rejects_other_clip_shape(simulated, tmp_path, capsys):
+    store = tmp_path / "cohort.h5"
+    metadata = ["--metadata", str(simulated / "metadata.csv")]
+    assert main(["ingest", *metadata, "--recordings", str(simulated), "--store", str(store), "--size", "32"]) == 0
+    # Another modality may use its own clip shape.
+    assert main(["ingest", *metadata, "--recordings", str(simulated), "--store", str(store), "--modality", "rgb",
+                 "--size", "48"]) == 0
+    capsys.readouterr()
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "SIM0001_second.h5").write_bytes((simulated / "SIM0001_thermal.h5").read_bytes())
+    before = store.read_bytes()
+    code = main(["ingest", *metadata, "--recordings", str(renamed), "--store", str(store), "--size", "48"])
+    assert code == 2
+    assert "(30, 32, 32)" in capsys.readouterr().err
+    assert store.read_bytes() == before
+    assert main(["check", str(store)]) == 0
+
+
+def test_ingest_bad_options_fail_before_work(simulated, tmp_path, capsys):
+    store = tmp_path / "cohort.h5"
+    code = main(["ingest", "--metadata", str(simulated / "metadata.csv"), "--recordings", str(simulated),
+                 "--store", str(store), "--frames", "0"])
+    assert code == 2
+    assert "--frames" in capsys.readouterr().err
+    assert not store.exists()
+
+
+def test_failed_ingest_leaves_no_new_store(tmp_path, capsys):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    with h5py.File(folder / "S1_flat.h5", "w") as handle:
+        handle.create_dataset("temperature_c", data=np.full((60, 32, 32), 25.0, dtype=np.float32)).attrs["fps"] = 8.7
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_text("subject_id,age,sex,height,weight,smoking,pack_years\nS1,40,F,165,60,never,\n")
+    store = tmp_path / "cohort.h5"
+    code = main(["ingest", "--metadata", str(metadata), "--recordings", str(folder), "--store", str(store)])
+    assert code == 2
+    assert "no breathing cycle" in capsys.readouterr().err
+    assert not store.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_lower_case_metadata_ids_match(simulated, tmp_path):
+    lowered = tmp_path / "metadata.csv"
+    lowered.write_text((simulated / "metadata.csv").read_text().replace("SIM0", "sim0"))
+    store = tmp_path / "cohort.h5"
+    assert main(["ingest", "--metadata", str(lowered), "--recordings", str(simulated), "--store", str(store),
+                 "--size", "32"]) == 0
+
+
+def test_check_missing_store(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "absent.h5")]) == 2
+    assert "not found" in capsys.readouterr().err

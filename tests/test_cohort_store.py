@@ -407,3 +407,18 @@ def test_ingest_accepts_same_subject_with_missing_values(tmp_path):
     info = SubjectInfo(age=50.0, sex="F", height_cm=160.0, weight_kg=60.0, smoking="never")
     assert _same_subject(info, SubjectInfo.from_values(info))
     assert not _same_subject(info, SubjectInfo(age=51.0, sex="F", height_cm=160.0, weight_kg=60.0, smoking="never"))
+
+
+def test_stale_working_copy_removed_with_stale_lock(tmp_path):
+    from cohort.store import CohortStore
+
+    path = tmp_path / "cohort.h5"
+    CohortStore.create(path).commit()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".cohort.h5.lock").write_text(dead.stdout.strip())
+    leftover = tmp_path / ".cohort.h5.abc123.tmp"
+    leftover.write_bytes(b"half-written copy")
+    with CohortStore.open(path, "a"):
+        pass
+    assert not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort.h5"]
