@@ -107,6 +107,8 @@ def _check_args(args: argparse.Namespace) -> None:
             if value is not None:
                 raise UsageError(f"{option} applies to the PulmoFusion SNN and its simulated clips only; "
                                  "drop it when using --graph")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is an existing file, not a folder; choose a folder path")
     args.clips = DEFAULT_CLIPS if args.clips is None else args.clips
     args.seed = 0 if args.seed is None else args.seed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -146,6 +147,7 @@ def test_default_run_small(tmp_path):
         [sys.executable, str(SCRIPT), "--clips", "2", "--steps", "8", "--backends", "snntorch,norse",
          "--repeats", "1", "--skip-cnn", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PULMOFUSION_CACHE": str(tmp_path / "cache")},  # keep the user's cache untouched
     )
     assert completed.returncode == 0, completed.stderr
     results = json.loads((out / "results.json").read_text())
@@ -153,6 +155,8 @@ def test_default_run_small(tmp_path):
     assert results["clips"] == 2
     assert all(row["spikes_identical"] for row in results["backends"])
     assert results["backends"][0]["synaptic_operations_per_clip"] > 0
+    assert "segmented from" in results["workload"]
+    assert any((tmp_path / "cache").iterdir())
     written = nir.read(out / "graph.nir")
     assert "lif_out" in written.nodes
     with h5py.File(out / "graph.nir") as handle:
