@@ -180,20 +180,14 @@ class CohortStore:
             raise StoreError(f"{path} already exists; open it with CohortStore.open(path, 'a') or pass overwrite=True")
         if not path.parent.is_dir():
             raise FileNotFoundError(f"folder {path.parent} not found; create it before the store {path.name}")
-        lock = _Lock(path)
-        working = None
-        try:
-            working = _temporary_path(path)
+        def start(working: Path) -> h5py.File:
             handle = h5py.File(working, "w")
             handle.attrs["format"] = encode_text(FORMAT_NAME)
             handle.attrs["format_version"] = np.int64(FORMAT_VERSION)
             handle.create_group("subjects")
-        except BaseException:
-            if working is not None:
-                working.unlink(missing_ok=True)
-            lock.release()
-            raise
-        return cls(path, handle, working=working, lock=lock)
+            return handle
+
+        return cls._writable(path, start)
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> CohortStore:
@@ -204,12 +198,24 @@ class CohortStore:
         if mode != "a":
             raise ValueError(f"mode = {mode!r} is invalid; use 'r' to read or 'a' to add to the store")
         open_store_file(path, "r").close()
+
+        def start(working: Path) -> h5py.File:
+            shutil.copyfile(path, working)
+            return open_store_file(working, "r+")
+
+        return cls._writable(path, start)
+
+    @classmethod
+    def _writable(cls, path: Path, start) -> CohortStore:
+        """Take the lock, make the working copy with ``start(working_path)`` and return the store.
+
+        On any failure the working copy is deleted and the lock released.
+        """
         lock = _Lock(path)
         working = None
         try:
             working = _temporary_path(path)
-            shutil.copyfile(path, working)
-            handle = open_store_file(working, "r+")
+            handle = start(working)
         except BaseException:
             if working is not None:
                 working.unlink(missing_ok=True)

@@ -41,9 +41,10 @@ def load_snn(path: str | os.PathLike) -> PulmoSNN:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; check the path passed to --checkpoint")
+
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about the file on stderr; the error below says it all
+            warnings.simplefilter("ignore")  # torch also warns on stderr; the error below covers the same problem
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or unsafe files
         raise CheckpointError(
@@ -51,6 +52,7 @@ def load_snn(path: str | os.PathLike) -> PulmoSNN:
             "or it contains pickled objects other than tensors and plain containers, which are rejected for "
             "safety; only files written by save_snn are accepted"
         ) from None
+
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a PulmoFusion SNN checkpoint (no format '{FORMAT}')")
     version = payload.get("format_version")
@@ -59,6 +61,7 @@ def load_snn(path: str | os.PathLike) -> PulmoSNN:
             f"{path} has checkpoint format version {version}; this version of the toolkit reads "
             f"version {FORMAT_VERSION}; re-save it with the matching toolkit version"
         )
+
     try:
         config = SNNConfig.from_dict(dict(payload["config"]))
     except (KeyError, TypeError, ValueError) as error:

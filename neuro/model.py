@@ -12,10 +12,10 @@ Data flow for one time step (shapes without batch, default configuration)::
 
 Pooling: the PulmoFusion paper pools with max pooling, which NIR 1.0 cannot express
 (there is no MaxPool node).  On binary spike maps the maximum over a window is 1
-exactly when the window's sum is at least 1, so each pooling stage is written as a
-``SumPool2d`` followed by a memoryless LIF (``tau = dt``, ``r = 1``,
-``v_threshold = 0.5``): with ``dt / tau = 1`` the update ``v = v + (I - v)`` leaves
-``v = I``, and the neuron fires iff a spike arrived in its window.  That is max
+exactly when the window's sum is at least 1.  Each pooling stage is therefore written as
+a ``SumPool2d`` followed by a memoryless LIF (``tau = dt``, ``r = 1``,
+``v_threshold = 0.5``).  With ``dt / tau = 1`` the update ``v = v + (I - v)`` leaves
+``v = I``, so the neuron fires if and only if a spike arrived in its window.  That is max
 pooling, in primitives every NIR backend and neuromorphic chip runs, at the cost of
 one extra neuron layer per stage.  The graph stores the ``dt`` it was written for; run
 at another ``dt``, these neurons become leaky (see ``neuro/nir_io.py``).
@@ -155,8 +155,10 @@ class PulmoSNN(torch.nn.Module):
         return (cfg.in_channels, cfg.input_size, cfg.input_size)
 
     def forward(self, spikes: torch.Tensor, record: bool = False):
-        """Run all time steps; return output spikes (T, B, n_classes) and, if ``record``,
-        a dict of every layer's output (T, B, *shape) keyed by layer name."""
+        """Run all time steps and return the output spikes (T, B, n_classes).
+
+        With ``record``, also return a dict of every layer's output (T, B, *shape) by layer name.
+        """
         if spikes.dim() != 5 or tuple(spikes.shape[2:]) != self.input_shape():
             raise ValueError(
                 f"expected input spikes shaped (T, B, {', '.join(map(str, self.input_shape()))}), "
