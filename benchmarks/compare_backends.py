@@ -9,7 +9,7 @@ The X3D-S CNN runs on the same clips for its multiply-accumulates, latency and m
 and energy is estimated for both from one table of constants.
 
 Results: a table on stdout, and ``results.json``, ``results.md``, ``graph.nir`` and PNG
-plots in the output folder (``--out``).  Exit code 2 means bad input; the message says
+plots in the output folder (``--out``).  Exit code 2 means bad input, and the message names
 what to fix.
 """
 

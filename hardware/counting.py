@@ -15,7 +15,7 @@ A synaptic node whose input is graded (values other than 0 and 1, e.g. a foreign
 fed with analog input) performs multiply-accumulates, not accumulates: ``graded_input``
 marks it, and ``RunCounts.graded_operations`` sums those separately.  A synaptic node
 that follows another synaptic node (no neuron between) is counted only when the
-upstream values are known; the report says so.
+upstream values are known, and the report lists it otherwise.
 
 NeuroBench 2.3's ``SynapticOperations`` uses the same definition for the Linear and
 Conv layers it hooks, but it does not hook pooling layers, so its total leaves out the

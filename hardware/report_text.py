@@ -99,7 +99,11 @@ def _energy_table(report, fmt: str) -> str:
 
 
 def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"1 : {1 / value:.3g}" if value > 0 else "0"
+    if value is None:
+        return "n/a"
+    if value <= 0:
+        return "0"
+    return f"1 : {1 / value:.3g}"
 
 
 def _notes(report) -> list[str]:

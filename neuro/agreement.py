@@ -11,7 +11,7 @@ from neuro.backends.base import BackendRun
 
 @dataclass(frozen=True)
 class LayerAgreement:
-    """How one layer's spikes compare with the reference.
+    """Comparison of one layer's spikes with the reference.
 
     ``agreement`` is the fraction of (step, sample, neuron) entries that are equal.
     ``first_divergence`` is the earliest differing entry as (step, sample, neuron index

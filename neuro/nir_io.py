@@ -199,7 +199,7 @@ def read_graph(path: str | os.PathLike) -> tuple[nir.NIRGraph, dict]:
             "re-export it with nir.write from nir 1.0"
         ) from None
     if not isinstance(graph, nir.NIRGraph):
-        raise GraphFileError(f"{path} holds a single {type(graph).__name__} node, not a NIRGraph; wrap it in a graph")
+        raise GraphFileError(f"{path} contains a single {type(graph).__name__} node, not a NIRGraph; wrap it in a graph")
 
     metadata = {key: _metadata_value(value) for key, value in (graph.metadata or {}).items()}
     _check_metadata(path, metadata)

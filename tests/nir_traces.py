@@ -21,5 +21,5 @@ def reference_trace(platform: str) -> np.ndarray:
 
 
 def spike_steps(column: np.ndarray) -> list[int]:
-    """Return the indices of the steps where ``column`` holds a spike."""
+    """Return the indices of the steps where ``column`` contains a spike."""
     return [int(i) for i in np.nonzero(np.asarray(column).reshape(-1) > 0.5)[0]]

@@ -318,7 +318,7 @@ def test_rgb_inhalation_pairing_can_be_disabled():
 
 def test_tidal_breaths_not_taken_as_blows():
     # Subjects 5, 7 and 11 of the seed-0 cohort breathe with tidal bumps large enough to
-    # pass the noise thresholds; only the relative-rise rule separates them from blows.
+    # pass the noise thresholds. Only the relative-rise rule separates them from blows.
     from cohort.segmentation import TOO_SMALL
     from cohort.simulator import simulate_cohort
 
