@@ -71,7 +71,7 @@ def _torchvision_ops_importable() -> bool:
 
 
 def _torchvision_stubs() -> dict[str, types.ModuleType]:
-    """Create stand-ins for ``torchvision`` and ``torchvision.ops`` whose RoIAlign raises on use."""
+    """Create stand-ins for ``torchvision``, ``torchvision.ops`` (whose RoIAlign raises on use) and an empty ``torchvision.transforms``."""
 
     class RoIAlign(nn.Module):
         """Placeholder for torchvision.ops.RoIAlign, which raises because torchvision is not installed."""
@@ -88,23 +88,23 @@ def _torchvision_stubs() -> dict[str, types.ModuleType]:
     ops = types.ModuleType("torchvision.ops")
     ops.RoIAlign = RoIAlign
     package.ops = ops
-    return {"torchvision": package, "torchvision.ops": ops}
+    transforms = types.ModuleType("torchvision.transforms")
+    package.transforms = transforms
+    return {"torchvision": package, "torchvision.ops": ops, "torchvision.transforms": transforms}
 
 
-def import_pytorchvideo(module_name: str = "pytorchvideo.models.x3d") -> types.ModuleType:
-    """Import a ``pytorchvideo.models`` module even when torchvision is missing.
+def import_without_torchvision(module_name: str) -> types.ModuleType:
+    """Import ``module_name`` with torchvision stand-ins in place when torchvision is missing.
 
-    When ``torchvision.ops`` imports, this is a plain import. Otherwise stub modules
-    ``torchvision`` and ``torchvision.ops`` are placed in ``sys.modules`` (only for names
-    not already there), the module is imported, and the stubs are removed again, also on
-    failure. pytorchvideo keeps a reference to the stub ``RoIAlign``, which raises
-    ImportError when instantiated.
+    pytorchvideo 0.1.5 and lava-dl 0.6 import ``torchvision.ops`` (and lava-dl also
+    ``torchvision.transforms``) at import time, for parts this project never uses.  When
+    ``torchvision.ops`` imports, this is a plain import.  Otherwise the stand-ins of
+    ``_torchvision_stubs`` are placed in ``sys.modules`` (only for names not already
+    there), the module is imported, and the stand-ins are removed again, also on failure.
 
     NOTE: another thread that imports torchvision while this import runs would see the
-    stub. The lock only serialises calls of this function.
+    stand-ins.  The lock only serialises calls of this function.
     """
-    if not module_name.startswith("pytorchvideo.models"):
-        raise ValueError(f"module_name must name a module under pytorchvideo.models, got {module_name!r}")
     with _IMPORT_LOCK:
         if module_name in sys.modules:
             return sys.modules[module_name]
@@ -123,6 +123,17 @@ def import_pytorchvideo(module_name: str = "pytorchvideo.models.x3d") -> types.M
                     del sys.modules[name]
         logger.debug("imported %s with a placeholder torchvision, since removed", module_name)
         return module
+
+
+def import_pytorchvideo(module_name: str = "pytorchvideo.models.x3d") -> types.ModuleType:
+    """Import a ``pytorchvideo.models`` module through ``import_without_torchvision``.
+
+    pytorchvideo keeps a reference to the stand-in ``RoIAlign``, which raises
+    ImportError when instantiated.
+    """
+    if not module_name.startswith("pytorchvideo.models"):
+        raise ValueError(f"module_name must name a module under pytorchvideo.models, got {module_name!r}")
+    return import_without_torchvision(module_name)
 
 
 def count_parameters(model: nn.Module) -> int:

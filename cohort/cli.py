@@ -7,7 +7,10 @@
 - ``ingest`` reads a metadata CSV and a folder of recordings, segments each recording
   into breathing cycles, cuts 30-frame clips and adds them to an HDF5 cohort store.  A
   recording belongs to the subject named by its file name up to the first underscore.
-  An interrupted ingest resumes where it stopped.
+  An interrupted ingest resumes where it stopped.  ``--skip-failed`` leaves out
+  recordings that cannot be read or segmented and lists them at the end.
+  ``--cycles-from thermal`` cuts RGB videos at the cycle times of the same subject's
+  thermal recording already in the store, for cameras that started together.
 - ``segment`` segments one recording, prints its cycles and rejected candidates, and
   writes a PNG of the breathing signal.  With ``--truth`` it also scores the result.
 - ``check`` verifies a store.
@@ -70,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reader_options(ingest)
     ingest.add_argument("--frames", type=int, default=30, help="frames per clip (default: 30)")
     ingest.add_argument("--size", type=int, default=224, help="clip height and width in pixels (default: 224)")
+    ingest.add_argument("--skip-failed", action="store_true",
+                        help="leave out a recording that cannot be read or segmented, and list each one with its "
+                             "error at the end (default: stop at the first such error)")
+    ingest.add_argument("--cycles-from", choices=("thermal",),
+                        help="with --modality rgb: cut each video at the cycle times (seconds from the first frame) "
+                             "of the same subject's thermal recording in --store instead of segmenting the video; "
+                             "both cameras must have started together")
 
     segment = commands.add_parser("segment", help="segment one recording into breathing cycles")
     segment.add_argument("recording", type=Path, help="recording file or frame folder")
@@ -200,11 +210,17 @@ def _ingest(args) -> int:
     from cohort.metadata import match_recordings, read_metadata
     from cohort.readers import read_recording
     from cohort.segmentation import cut_clips, segment
-    from cohort.store_ingest import Processed, ingest
+    from cohort.store_ingest import Processed, ingest, stored_cycles, transfer_cycles
 
     for option, value in (("--frames", args.frames), ("--size", args.size)):
         if value < 1:
             raise ValueError(f"{option} must be at least 1, got {value}")
+    if args.cycles_from is not None and args.modality != "rgb":
+        raise ValueError(f"--cycles-from {args.cycles_from} applies to --modality rgb only; "
+                         f"segment {args.modality} recordings on their own")
+    if args.cycles_from is not None and not args.store.is_file():
+        raise ValueError(f"--cycles-from {args.cycles_from}: store {args.store} not found; ingest the "
+                         f"{args.cycles_from} recordings into it first")
     if args.fps is not None and not args.fps > 0:
         raise ValueError(f"--fps must be a positive number of frames per second, got {args.fps}")
     # Subject ids compare the way the store keeps them: trimmed and upper case.
@@ -226,7 +242,17 @@ def _ingest(args) -> int:
         logger.warning("subject %s in %s has no %s recording in %s", subject_id, args.metadata, args.modality,
                        args.recordings)
 
+    references = {}
+    if args.cycles_from is not None:
+        references = stored_cycles(args.store, [subject_id for subject_id, _, _ in files], modality=args.cycles_from)
+        without = sorted({subject_id for subject_id, _, _ in files} - set(references))
+        if without and not args.skip_failed:
+            raise ValueError(f"--cycles-from {args.cycles_from}: subjects {without[:10]} have no {args.cycles_from} "
+                             f"recording in {args.store}; ingest those first, or pass --skip-failed to leave them out")
+
     def process(recording):
+        if args.cycles_from is not None:
+            return process_with_stored_cycles(recording)
         result = segment(recording)
         for rejected in result.rejected:
             logger.info("%s: rejected frames %d-%d (%s: %s)", recording.source, rejected.start, rejected.end,
@@ -236,6 +262,19 @@ def _ingest(args) -> int:
         cycles = result.cycles
         return Processed(cycles=cycles, clips=cut_clips(recording, cycles, n_frames=args.frames, size=args.size))
 
+    def process_with_stored_cycles(recording):
+        reference = references.get(recording.subject_id)
+        if reference is None:
+            raise ValueError(f"{recording.source}: subject {recording.subject_id} has no {args.cycles_from} "
+                             f"recording in {args.store} to take cycles from")
+        if not reference.cycles:
+            raise ValueError(f"{recording.source}: the {args.cycles_from} recording {reference.name!r} of subject "
+                             f"{recording.subject_id} in {args.store} has no cycles")
+        cycles = transfer_cycles(reference, recording)
+        recording.notes.append(f"cycles from the {args.cycles_from} recording {reference.name!r} at "
+                               f"{reference.fps:g} Hz, converted through time from the first frame")
+        return Processed(cycles=cycles, clips=cut_clips(recording, cycles, n_frames=args.frames, size=args.size))
+
     items = [(subject_id, name, lambda path=path, subject_id=subject_id:
               read_recording(path, modality=args.modality, subject_id=subject_id, fps=args.fps,
                                             counts_to_celsius=args.conversion, dataset=args.dataset))
@@ -243,11 +282,23 @@ def _ingest(args) -> int:
     created = not args.store.exists()
     try:
         report = ingest(args.store, items, process=process,
-                        subjects={subject_id: subjects[subject_id] for subject_id, _, _ in files})
+                        subjects={subject_id: subjects[subject_id] for subject_id, _, _ in files},
+                        skip_failed=args.skip_failed)
     except BaseException:
         _remove_if_empty(args.store, created)
         raise
-    print(f"{args.store}: added {len(report.added)} recordings, skipped {len(report.skipped)} already stored")
+    if not report.added:
+        _remove_if_empty(args.store, created)
+    paths = {(subject_id, name): path for subject_id, name, path in files}
+    for failure in report.failed:
+        path = str(paths[(failure.subject_id, failure.name)])
+        # Reader and segmentation errors already start with the file name.
+        message = failure.reason if failure.reason.startswith(path) else f"{path}: {failure.reason}"
+        print(f"failed: {message}")
+    summary = f"{args.store}: added {len(report.added)} recordings, skipped {len(report.skipped)} already stored"
+    if args.skip_failed:
+        summary += f", {len(report.failed)} failed and left out"
+    print(summary)
     if match.subjects_without_recording:
         print(f"subjects without a {args.modality} recording: {', '.join(sorted(match.subjects_without_recording))}")
     return 0

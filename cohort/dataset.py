@@ -6,7 +6,7 @@ Each item is ``(clip, features, label, targets)``:
   normalised.  RGB clips have C = 3 in RGB order, scaled from uint8 to [0, 1].
 - ``features``: float32 vector of subject metadata, ``subject_features`` by default.
   Measured spirometry is never part of it, because it is what the model predicts.
-- ``label``: int64 scalar, 1 = obstructed.
+- ``label``: int64 scalar, 1 = obstructed, by the label rule chosen (see ``ClipDataset``).
 - ``targets``: ``{"pef": L/s, "fev1_fvc": ratio}`` as float32 scalars.
 
 The HDF5 file is opened on first access in each process and never shared across a
@@ -26,12 +26,16 @@ import torch
 from torch.utils.data import Dataset
 
 from cohort.folds import normalize_subject_id
+from cohort.metadata import EQUATIONS, SubjectMetadata, reference_values
 from cohort.store import CohortStore, open_store_file
 from cohort.store_format import FIXED_RATIO, SubjectInfo, read_dataset
 
 logger = logging.getLogger(__name__)
 
-LABEL_RULES = ("fixed_ratio", "stored")
+LABEL_RULES = ("fixed_ratio", "lln", "stored")
+# reference_values reads sex, age, height and ethnicity, never weight, but SubjectMetadata
+# requires a plausible weight; this fills it when the store has none.
+_UNUSED_WEIGHT_KG = 70.0
 FEATURE_NAMES = (
     "age_per_100_years",
     "male",
@@ -69,13 +73,54 @@ def subject_features(info: SubjectInfo) -> np.ndarray:
     )
 
 
+def measured_ratio(subject_id: str, info: SubjectInfo) -> float:
+    """Return the subject's measured FEV1/FVC: the stored ratio, else FEV1 / FVC.
+
+    Raises ValueError naming the subject when neither is recorded.
+    """
+    if not np.isnan(info.fev1_fvc):
+        return float(info.fev1_fvc)
+    if not (np.isnan(info.fev1) or np.isnan(info.fvc)):
+        return float(info.fev1 / info.fvc)
+    raise ValueError(
+        f"subject {subject_id!r} has no measured FEV1/FVC (fev1_fvc, or fev1 and fvc), so the 'lln' label rule "
+        "cannot label it; add the measurement to the metadata or leave the subject out"
+    )
+
+
+def lln_label(subject_id: str, info: SubjectInfo, equations: str = "gli_global") -> int:
+    """Return 1 when the subject's measured FEV1/FVC is below its lower limit of normal, else 0.
+
+    The limit comes from ``cohort.metadata.reference_values`` with ``equations``
+    (``"gli_global"`` or ``"gli_2012"``).  The store keeps no ethnicity, so GLI-2012
+    uses its "Other/mixed" equations.  Raises ValueError when the subject has no measured
+    FEV1/FVC, or when its age or height lies outside the adult limits of
+    ``cohort.metadata.LIMITS`` (age 18-100 years, height 120-220 cm).
+    """
+    ratio = measured_ratio(subject_id, info)
+    try:
+        subject = SubjectMetadata(
+            subject_id=subject_id, age=info.age, sex=info.sex, height=info.height_cm,
+            weight=_UNUSED_WEIGHT_KG, smoking="never",
+        )
+    except ValueError as error:
+        raise ValueError(f"subject {subject_id!r} cannot get a lower limit of normal: {error}") from error
+    lower_limit = reference_values(subject, equations).lln["fev1_fvc"]
+    return int(ratio < lower_limit)
+
+
 class ClipDataset(Dataset):
     """Clips of ``subjects`` (all subjects if None) recorded in ``modality``.
 
-    ``label`` chooses the label rule: ``"fixed_ratio"`` is each clip's FEV1/FVC target
-    < 0.70, ``"stored"`` is the ``clip_label`` written at ingestion (for example from
-    the lower limit of normal).  ``features`` maps a subject's ``SubjectInfo`` to its
-    metadata vector.  Subject ids are normalised, and an unknown id raises ValueError.
+    ``label`` chooses the label rule:
+
+    - ``"fixed_ratio"``: each clip's FEV1/FVC target < 0.70;
+    - ``"lln"``: the subject's measured FEV1/FVC < its lower limit of normal from
+      ``equations`` (see ``lln_label``), the same label for all of its clips;
+    - ``"stored"``: the ``clip_label`` written at ingestion.
+
+    ``features`` maps a subject's ``SubjectInfo`` to its metadata vector.  Subject ids
+    are normalised, and an unknown id raises ValueError.
     """
 
     def __init__(
@@ -86,14 +131,18 @@ class ClipDataset(Dataset):
         modality: str = "thermal",
         label: str = "fixed_ratio",
         features: Callable[[SubjectInfo], np.ndarray] = subject_features,
+        equations: str = "gli_global",
     ) -> None:
         if label not in LABEL_RULES:
             raise ValueError(f"label = {label!r} is invalid; it must be one of {LABEL_RULES}")
         if modality not in ("thermal", "rgb"):
             raise ValueError(f"modality = {modality!r} is invalid; it must be 'thermal' or 'rgb'")
+        if equations not in EQUATIONS:
+            raise ValueError(f"equations = {equations!r} is invalid; it must be one of {EQUATIONS}")
         self.store_path = Path(store_path)
         self.modality = modality
         self.label_rule = label
+        self.equations = equations
 
         self._clips: list[tuple[str, str, int]] = []
         labels: list[np.ndarray] = []
@@ -110,7 +159,14 @@ class ClipDataset(Dataset):
                 if unknown:
                     raise ValueError(f"subjects {unknown[:10]} are not in {self.store_path}; check the ids or the store")
             for subject_id in chosen:
-                vector = np.asarray(features(store.read_subject(subject_id)), dtype=np.float32)
+                info = store.read_subject(subject_id)
+                subject_label = None
+                if label == "lln":
+                    try:
+                        subject_label = lln_label(subject_id, info, equations)
+                    except ValueError as error:
+                        raise ValueError(f"{self.store_path}: {error}") from error
+                vector = np.asarray(features(info), dtype=np.float32)
                 if vector.ndim != 1 or not np.isfinite(vector).all():
                     raise ValueError(f"features of subject {subject_id!r} must be a finite 1-D vector, got {vector}")
                 self._features[subject_id] = torch.from_numpy(vector)
@@ -122,7 +178,10 @@ class ClipDataset(Dataset):
                     self._clips.extend((subject_id, name, index) for index in range(count))
                     stored_label = table["clip_label"].astype(np.int64)
                     ratio_label = (table["clip_fev1_fvc"] < FIXED_RATIO).astype(np.int64)
-                    labels.append(stored_label if label == "stored" else ratio_label)
+                    if label == "lln":
+                        labels.append(np.full(count, subject_label, dtype=np.int64))
+                    else:
+                        labels.append(stored_label if label == "stored" else ratio_label)
                     pef.append(table["clip_pef"].astype(np.float32))
                     fev1_fvc.append(table["clip_fev1_fvc"].astype(np.float32))
         if not self._clips:
@@ -142,6 +201,14 @@ class ClipDataset(Dataset):
     def clip_subject_ids(self) -> list[str]:
         """Return the subject id of every item, in item order."""
         return [subject_id for subject_id, _, _ in self._clips]
+
+    def clip_labels(self) -> np.ndarray:
+        """Return the int64 label of every item, in item order, without reading any clip."""
+        return self._labels.numpy().copy()
+
+    def clip_targets(self) -> dict[str, np.ndarray]:
+        """Return float32 ``{"pef": L/s, "fev1_fvc": ratio}`` of every item, in item order."""
+        return {"pef": self._pef.numpy().copy(), "fev1_fvc": self._fev1_fvc.numpy().copy()}
 
     def __len__(self) -> int:
         return len(self._clips)

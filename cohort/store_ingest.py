@@ -4,6 +4,11 @@ Items are committed in batches of ``commit_every``.  Each batch is one atomic ed
 the store (see ``cohort.store``), so an exception or a kill leaves the store as it was
 after the last finished batch.  A later call with the same items skips every recording
 already stored and processes only the rest.
+
+With ``skip_failed=True`` a recording whose loading or processing raises ValueError or
+OSError (unreadable file, no breathing cycle found) is left out and reported in
+``IngestReport.failed``; the others are still stored.  Errors while writing the store
+always stop the call.
 """
 
 from __future__ import annotations
@@ -53,11 +58,22 @@ class Processed:
 
 
 @dataclass(frozen=True)
+class IngestFailure:
+    """A recording left out by ``ingest(..., skip_failed=True)``, with the error that stopped it."""
+
+    subject_id: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class IngestReport:
-    """Recordings (subject id, name) added by this call and those skipped as already stored."""
+    """Recordings (subject id, name) added by this call, those skipped as already stored,
+    and those left out because loading or processing failed (only with ``skip_failed``)."""
 
     added: tuple[tuple[str, str], ...]
     skipped: tuple[tuple[str, str], ...]
+    failed: tuple[IngestFailure, ...] = ()
 
 
 def _same_subject(stored: SubjectInfo, given: SubjectInfo) -> bool:
@@ -92,6 +108,7 @@ def ingest(
     subjects: Mapping[str, SubjectInfo | Mapping[str, object] | object] | None = None,
     commit_every: int = 8,
     progress: bool = True,
+    skip_failed: bool = False,
 ) -> IngestReport:
     """Load, process and store each item that is not in the store yet.
 
@@ -101,6 +118,9 @@ def ingest(
     checked before any loading, so a missing or conflicting subject fails before work.  The
     store is created if ``store_path`` does not exist.  Each commit copies the store
     file once, so a larger ``commit_every`` is faster but loses more work on failure.
+    ``skip_failed`` leaves out a recording whose ``load`` or ``process`` raises
+    ValueError or OSError, logs a warning and lists it in ``IngestReport.failed``;
+    without it the first such error stops the call.
     """
     if isinstance(commit_every, bool) or not isinstance(commit_every, int) or commit_every < 1:
         raise ValueError(f"commit_every = {commit_every!r} is invalid; it must be a positive integer")
@@ -132,6 +152,7 @@ def ingest(
     logger.info("ingesting %d recordings into %s (%d already stored)", len(pending), store_path, len(skipped))
 
     added: list[tuple[str, str]] = []
+    failed: list[IngestFailure] = []
     with tqdm(total=len(items), initial=len(skipped), desc="ingest", unit="recording", disable=not progress) as bar:
         for first in range(0, len(pending), commit_every):
             batch = pending[first:first + commit_every]
@@ -139,14 +160,24 @@ def ingest(
             with CohortStore.open(store_path, "a") as store:
                 for item in batch:
                     try:
+                        try:
+                            recording = item.load()
+                            if not isinstance(recording, Recording):
+                                raise TypeError(f"loader of {item.subject_id}/{item.name} returned {type(recording).__name__}, not a Recording")
+                            result = process(recording)
+                        except (ValueError, OSError) as error:
+                            if not skip_failed:
+                                raise
+                            failed.append(IngestFailure(item.subject_id, item.name, str(error)))
+                            logger.warning("skipping %s/%s: %s", item.subject_id, item.name, error)
+                            bar.update(1)
+                            continue
+                        result = result if isinstance(result, Processed) else Processed(*result)
+                        # The subject is added only with its first stored recording, so a
+                        # skipped recording leaves no subject without recordings behind.
                         if item.subject_id not in stored_subjects:
                             store.add_subject(item.subject_id, metadata[item.subject_id])
                             stored_subjects.add(item.subject_id)
-                        recording = item.load()
-                        if not isinstance(recording, Recording):
-                            raise TypeError(f"loader of {item.subject_id}/{item.name} returned {type(recording).__name__}, not a Recording")
-                        result = process(recording)
-                        result = result if isinstance(result, Processed) else Processed(*result)
                         store.add_recording(
                             item.subject_id, item.name, recording, result.cycles, result.clips,
                             clip_cycle=result.clip_cycle, clip_targets=result.clip_targets,
@@ -161,5 +192,62 @@ def ingest(
                     batch_added.append((item.subject_id, item.name))
                     bar.update(1)
             added.extend(batch_added)
-    logger.info("ingest into %s finished: %d added, %d skipped", store_path, len(added), len(skipped))
-    return IngestReport(added=tuple(added), skipped=skipped)
+    logger.info("ingest into %s finished: %d added, %d skipped as stored, %d failed and left out", store_path,
+                len(added), len(skipped), len(failed))
+    return IngestReport(added=tuple(added), skipped=skipped, failed=tuple(failed))
+
+
+@dataclass(frozen=True)
+class StoredCycles:
+    """The cycles of one recording already in a store, on that recording's frame clock."""
+
+    name: str
+    fps: float
+    cycles: tuple[Cycle, ...]
+
+
+def stored_cycles(store_path: str | os.PathLike, subject_ids: Iterable[str], *, modality: str = "thermal") -> dict[str, StoredCycles]:
+    """Return the cycles of each subject's ``modality`` recording in the store.
+
+    Subjects without such a recording are absent from the result.  A subject with more
+    than one raises ValueError, because it is unclear which one to follow.
+    """
+    store_path = Path(store_path)
+    if not store_path.is_file():
+        raise ValueError(f"store {store_path} not found; ingest the {modality} recordings into it first")
+    found = {}
+    with CohortStore.open(store_path, "r") as store:
+        stored = set(store.subject_ids())
+        for subject_id in sorted({normalize_subject_id(subject_id) for subject_id in subject_ids} & stored):
+            names = [name for name in store.recording_names(subject_id)
+                     if store.recording_attrs(subject_id, name)["modality"] == modality]
+            if len(names) > 1:
+                raise ValueError(f"subject {subject_id!r} has {len(names)} {modality} recordings in {store_path} "
+                                 f"({', '.join(names)}); keep one per subject to take cycles from")
+            if names:
+                fps = float(store.recording_attrs(subject_id, names[0])["fps"])
+                found[subject_id] = StoredCycles(names[0], fps, tuple(store.read_cycles(subject_id, names[0])))
+    return found
+
+
+def transfer_cycles(source: StoredCycles, recording: Recording) -> list[Cycle]:
+    """Convert ``source`` cycles to the frame clock of ``recording``, a recording that started at the same time.
+
+    A boundary at frame k of the source lies at k / source.fps seconds, so it becomes
+    frame ``round(k / source.fps * recording.fps)``.  Each cycle keeps its quality and
+    at least one frame.  A cycle that starts at or after the recording's last frame raises
+    ValueError, because the two recordings then do not cover the same session.
+    """
+    scale = recording.fps / source.fps
+    cycles = []
+    for index, cycle in enumerate(source.cycles):
+        start = int(round(cycle.start * scale))
+        end = min(max(int(round(cycle.end * scale)), start + 1), recording.n_frames)
+        if start >= recording.n_frames:
+            raise ValueError(
+                f"{recording.source or recording.subject_id}: cycle {index} of the {source.name} recording starts at "
+                f"{cycle.start / source.fps:.2f} s, after the end of this recording ({recording.duration_s:.2f} s); "
+                "the two recordings do not start together, so segment this one on its own"
+            )
+        cycles.append(Cycle(start, end, cycle.quality))
+    return cycles

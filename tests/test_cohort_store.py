@@ -382,8 +382,8 @@ def test_clip_dataset_items(store_path):
     assert [int(item[2]) for item in ClipDataset(store_path, subjects=["S03"], label="stored")] == [1, 1, 1, 1]
     with pytest.raises(ValueError, match=r"\['S99'\] are not in"):
         ClipDataset(store_path, subjects=["S99"])
-    with pytest.raises(ValueError, match="label = 'lln' is invalid"):
-        ClipDataset(store_path, label="lln")
+    with pytest.raises(ValueError, match="label = 'gold' is invalid"):
+        ClipDataset(store_path, label="gold")
 
 
 def test_clip_dataset_workers(store_path):
