@@ -458,3 +458,23 @@ def test_import_after_start_method_fixed():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "imported"
+
+
+def test_fixed_point_emulator_reproduces_lava(small_network_run):
+    graph, _, spikes, _ = small_network_run
+
+    run = LavaBackend(fixed_point=True).run(graph, spikes, DT)
+
+    assert run.policy == "worst_case"
+    assert run.emulator_mismatch == 0
+    assert run.overflow.total == 0
+    assert {(event.layer, event.kind) for event in run.overflow.events} >= {
+        ("lif1", "u wrap"), ("lif1", "v saturation"), ("conv", "synapse wrap"), ("lif2", "u wrap")}
+    assert any(note.startswith("No u wrap") for note in run.notes)
+
+
+def test_float_run_has_no_overflow_report(small_network_run):
+    _, _, _, float_run = small_network_run
+
+    assert float_run.overflow is None
+    assert float_run.policy is None

@@ -48,7 +48,8 @@ def sum_pool_function(node: nir.SumPool2d):
     return lambda x: F.avg_pool2d(x, kernel, stride, padding, divisor_override=1)
 
 
-def _linear_step(node: nir.NIRNode) -> NodeStep:
+def linear_step(node: nir.NIRNode) -> NodeStep:
+    """Return the float64 step function of a stateless synaptic node (Affine, Linear, Conv2d, ...)."""
     if isinstance(node, nir.Affine):
         weight, bias = _tensor(node.weight), _tensor(node.bias)
         return stateless(lambda x: F.linear(x, weight, bias))
@@ -70,7 +71,8 @@ def _linear_step(node: nir.NIRNode) -> NodeStep:
     raise TypeError(type(node).__name__)
 
 
-def _neuron_step(node: nir.NIRNode, shape: tuple[int, ...], dt: float) -> NodeStep:
+def neuron_step(node: nir.NIRNode, shape: tuple[int, ...], dt: float) -> NodeStep:
+    """Return the float64 forward-Euler step function of a neuron node for ``shape`` and ``dt`` (s)."""
     def reset(v, spikes, v_reset):
         return torch.where(spikes > 0, v_reset.expand_as(v), v)
 
@@ -119,7 +121,8 @@ def _neuron_step(node: nir.NIRNode, shape: tuple[int, ...], dt: float) -> NodeSt
     raise TypeError(type(node).__name__)
 
 
-def _voltage(state) -> torch.Tensor:
+def neuron_voltage(state) -> torch.Tensor:
+    """Return the membrane voltage held in a neuron step's state (a tensor, or (current, voltage))."""
     return state[1] if isinstance(state, tuple) else state
 
 
@@ -140,9 +143,9 @@ class ReferenceBackend(Backend):
             if isinstance(node, (nir.Input, nir.Output)):
                 continue
             if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.LI)):
-                steps[name] = _neuron_step(node, shapes[name], dt)
+                steps[name] = neuron_step(node, shapes[name], dt)
                 if record_voltage:
-                    voltage_of[name] = _voltage
+                    voltage_of[name] = neuron_voltage
             else:
-                steps[name] = _linear_step(node)
+                steps[name] = linear_step(node)
         return run_graph(self.name, graph, steps, spikes, voltage_of=voltage_of)

@@ -14,6 +14,12 @@ zeroes its state at its first aligned step, so the steps before its input arrive
 A batch runs as one long Lava run, sample after sample, so the network is compiled
 once per chunk of samples (one chunk unless the records would exceed
 ``max_record_bytes``).
+
+In fixed point the scales come from worst-case bounds or, with ``calibration``, from
+observed input (``calibration.py``).  After each fixed-point run the integer emulator
+(``integer_model.py``) repeats the run to count the steps where ``u`` wrapped, ``v``
+saturated or a Conv sum wrapped.  Lava does these silently, so each such event is
+listed in ``LavaRun.overflow`` and the notes, and the run raises a RuntimeWarning.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import math
 import numbers
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import nir
@@ -29,7 +36,9 @@ import numpy as np
 
 from neuro.backends.base import Backend, BackendRun
 from neuro.backends.lava.builder import RawRecords, build_network, run_network
+from neuro.backends.lava.calibration import Calibration
 from neuro.backends.lava.fixed_point import LayerQuantisation
+from neuro.backends.lava.integer_model import OverflowReport, emulate
 from neuro.backends.lava.neurons import LavaMappingError
 from neuro.backends.lava.plan import NetworkPlan, plan_network, to_lava_layout
 from neuro.graph import input_shape
@@ -48,13 +57,19 @@ class LavaRun(BackendRun):
 
     ``raw_spikes``, ``raw_output`` and ``raw_voltages`` are shaped ``(T + max_lag, B,
     *shape)`` on Lava's own time base: row ``i`` is Lava's time step ``i + 1`` of the
-    sample.  ``quantisation`` is empty for lava-float.
+    sample.  ``quantisation`` is empty for lava-float.  ``overflow`` is the integer
+    emulator's report (None for lava-float or with ``check_overflow=False``), and
+    ``emulator_mismatch`` the number of raw spike entries where the emulator and
+    Lava differ (0 when the emulator reproduced Lava bit for bit).
     """
 
     raw_spikes: dict[str, np.ndarray] = field(default_factory=dict)
     raw_output: np.ndarray | None = None
     raw_voltages: dict[str, np.ndarray] = field(default_factory=dict)
     quantisation: dict[str, LayerQuantisation] = field(default_factory=dict)
+    policy: str | None = None
+    overflow: OverflowReport | None = None
+    emulator_mismatch: int = 0
 
 
 class LavaBackend(Backend):
@@ -63,12 +78,19 @@ class LavaBackend(Backend):
     node_types = (nir.Affine, nir.Linear, nir.Conv2d, nir.SumPool2d, nir.AvgPool2d, nir.Flatten,
                   nir.LIF, nir.IF, nir.CubaLIF)
 
-    def __init__(self, fixed_point: bool = False, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(self, fixed_point: bool = False, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 calibration: Calibration | None = None, check_overflow: bool = True):
+        """``calibration`` (fixed point only) selects the calibrated scales; ``check_overflow``
+        runs the integer emulator after each fixed-point run to detect wrap-around and saturation."""
         if max_record_bytes <= 0:
             raise ValueError(f"max_record_bytes must be > 0, got {max_record_bytes}")
+        if calibration is not None and not fixed_point:
+            raise ValueError("calibration sets fixed-point scales; pass it with fixed_point=True")
         self.fixed_point = fixed_point
         self.name = "lava-fixed" if fixed_point else "lava-float"
         self.max_record_bytes = max_record_bytes
+        self.calibration = calibration
+        self.check_overflow = check_overflow
         self.last_quantisation: dict[str, LayerQuantisation] = {}
         self.last_plan: NetworkPlan | None = None
 
@@ -90,7 +112,37 @@ class LavaBackend(Backend):
         raw = self._run_chunks(plan, data, record_voltage)
         logger.info("%s ran %d samples x %d steps in %.2f s", self.name, batch, plan.period,
                     time.perf_counter() - started)
-        return self._assemble(plan, raw, num_steps)
+        run = self._assemble(plan, raw, num_steps)
+        if plan.fixed_point and self.check_overflow:
+            self._check_overflow(plan, data, run)
+        return run
+
+    def _check_overflow(self, plan: NetworkPlan, data: np.ndarray, run: LavaRun) -> None:
+        """Emulate the run in integers, attach the overflow report and warn about any event."""
+        started = time.perf_counter()
+        emulated = emulate(plan, data)
+        run.notes.append(f"The integer emulator's overflow check took {time.perf_counter() - started:.2f} s of "
+                         f"this run's wall time; pass check_overflow=False to skip it.")
+        run.overflow = emulated.overflow
+        run.emulator_mismatch = sum(
+            int(np.count_nonzero(emulated.raw_spikes[name] != record)) for name, record in run.raw_spikes.items()
+        )
+        if run.emulator_mismatch:
+            message = (f"{self.name}: the integer emulator differs from Lava in {run.emulator_mismatch} raw spike "
+                       f"entries, so the overflow report below may be incomplete")
+            run.notes.append(message + ".")
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        events = emulated.overflow.occurred()
+        if not events:
+            run.notes.append(f"No u wrap, v saturation or Conv wrap occurred ({plan.policy} scales).")
+            return
+        run.notes += [f"Overflow: {event.summary()}." for event in events]
+        warnings.warn(
+            f"{self.name} ({plan.policy} scales): {emulated.overflow.total} wrap/saturation events, first "
+            f"{events[0].summary()}; the fixed-point spikes differ from an unbounded integer run there. "
+            f"Calibrate on stronger input, raise the headroom or use the worst-case scales",
+            RuntimeWarning, stacklevel=3,
+        )
 
     def check(self, graph: nir.NIRGraph, spikes: np.ndarray, dt: float) -> None:
         """Plan the network without running it, raising what ``run`` would raise."""
@@ -105,7 +157,7 @@ class LavaBackend(Backend):
         bound = np.ones(data.shape[2:]) if binary else np.abs(data).max(axis=(0, 1))
         try:
             plan = plan_network(graph, float(dt), data.shape[0], fixed_point=self.fixed_point,
-                                input_bound=bound, input_graded=not binary)
+                                input_bound=bound, input_graded=not binary, calibration=self.calibration)
         except LavaMappingError as error:
             raise LavaMappingError(f"backend '{self.name}': {error}") from error
         return plan, data
@@ -205,6 +257,7 @@ class LavaBackend(Backend):
             raw_output=raw_output,
             raw_voltages=raw_voltages,
             quantisation=dict(plan.quantisation),
+            policy=plan.policy if plan.fixed_point else None,
         )
 
 

@@ -15,9 +15,25 @@ Integer rules of lava-nc 0.10 (``lava/proc/lif/models.py``, ``lava/proc/dense/mo
   exponent 0..7) to the 24-bit voltage, which saturates, and spikes where
   ``v > vth << 6`` with a 17-bit ``vth``.
 
+Bit widths used here, all from those lava-nc 0.10 files (Loihi 2 style core):
+
+============================  =========================================================
+weights                       8 bits incl. sign (even values for mixed signs), times
+                              ``2**weight_exp`` (Dense only), ``dense/models.py``
+                              and ``utils/weightutils.py``
+du, dv (decay constants)      12-bit unsigned, ``lif/models.py``
+vth (threshold)               17-bit unsigned, compared with ``v`` after ``<< 6``
+bias                          13-bit signed mantissa, 3-bit exponent 0..7
+u, v (current, voltage)       24-bit signed; ``u`` wraps, ``v`` saturates
+synaptic input                shifted left by 6 bits (``act_shift``) into ``u``
+Conv output                   24-bit signed, wraps (``conv/utils.py``, ``signed_clamp``)
+============================  =========================================================
+
 A layer's integer voltage is ``v_int = 64 * scale * v_lava``.  The scale is the largest
-that keeps every threshold within 17 bits and the worst-case input of one step within
-``u``'s 24 bits, so ``u`` can never wrap.
+that keeps every threshold within 17 bits and the bound on one step's input within
+``u``'s 24 bits.  ``plan.py`` passes the worst-case bound (every input at its maximum,
+so ``u`` can never wrap) or a calibrated one (``calibration.py``), with which input
+stronger than the calibration input can wrap ``u``; ``integer_model.py`` reports that.
 """
 
 from __future__ import annotations
@@ -56,6 +72,8 @@ class LayerQuantisation:
     (arrays in NIR shape, or None for a synaptic node without a neuron).  The ``clipped_*``
     counts are values that fell outside their integer range and were clipped.
     ``weight_error`` is the largest weight rounding error relative to the largest weight.
+    ``row_scales`` holds one scale per output row or channel when the layer has them,
+    and ``scale`` is then their minimum.
     """
 
     node_name: str
@@ -74,6 +92,7 @@ class LayerQuantisation:
     clipped_biases: int = 0
     weight_error: float = 0.0
     notes: list[str] = field(default_factory=list)
+    row_scales: np.ndarray | None = None
 
     def summary(self) -> str:
         """Return a one-line description for logs and reports."""
@@ -123,6 +142,30 @@ def quantise_to_grid(values: np.ndarray, grid: WeightGrid) -> tuple[np.ndarray, 
     return np.clip(rounded, grid.low, grid.high).astype(np.int64), clipped
 
 
+def balance_rows(values: np.ndarray, integers: np.ndarray, grid: WeightGrid) -> np.ndarray:
+    """Move single weights of each row by one grid step until the row's summed rounding error is below half a step.
+
+    ``values`` are the exact weights in grid units and ``integers`` their rounded values,
+    rows first.  Rounding each weight to the nearest level leaves a summed error per
+    row that grows with the row length, and a rate-coded input adds that sum to the
+    neuron's input every step.  The weights moved are those whose error after the
+    move is smallest, so no weight ends up more than one step from its exact value.
+    """
+    rows = integers.reshape(integers.shape[0], -1).copy()
+    targets = values.reshape(rows.shape)
+    for row, target in zip(rows, targets):
+        total = float(np.sum(row - target))
+        moves = int(np.round(abs(total) / grid.step))
+        if moves == 0:
+            continue
+        moved = row - int(np.sign(total)) * grid.step
+        cost = np.where((moved >= grid.low) & (moved <= grid.high), np.abs(moved - target), np.inf)
+        chosen = np.argsort(cost, kind="stable")[:moves]
+        chosen = chosen[np.isfinite(cost[chosen])]
+        row[chosen] = moved[chosen]
+    return rows.reshape(integers.shape)
+
+
 def quantise_decay(decay: np.ndarray, offset: int) -> tuple[np.ndarray, int]:
     """Return the 12-bit register value for a decay fraction per step and the clipped count.
 
@@ -155,6 +198,49 @@ def _weight_exponent(magnitude: float, scale: float, grid: WeightGrid, allow_exp
     return max(exponent, low), scale
 
 
+def _row_max(values: np.ndarray | None, rows: int) -> np.ndarray:
+    """Return the largest value per output row of a NIR-shaped neuron array (zeros for None)."""
+    if values is None:
+        return np.zeros(rows)
+    return np.asarray(values, dtype=np.float64).reshape(rows, -1).max(axis=1)
+
+
+def _row_limits(rows: int, v_threshold: np.ndarray, input_bound: np.ndarray,
+                voltage_bound: np.ndarray | None) -> np.ndarray:
+    """Return the largest scale per row that keeps vth in 17 bits and the bounded u and -v in 24 bits."""
+    limit = VTH_MAX / _row_max(v_threshold, rows)
+    for bound in (_row_max(input_bound, rows), _row_max(voltage_bound, rows)):
+        limit = np.where(bound > 0, np.minimum(limit, INPUT_MAX / np.where(bound > 0, bound, 1.0)), limit)
+    return limit
+
+
+def _row_scales(magnitudes: np.ndarray, limit: np.ndarray, grid: WeightGrid,
+                allow_exponent: bool) -> tuple[int, np.ndarray]:
+    """Pick one weight exponent and a scale per row so that each row's largest weight fills the grid.
+
+    The exponent is the largest at which every row's filling scale stays within its
+    limit.  A row whose limit is lower keeps that limit and leaves part of the grid unused.
+    """
+    weight_exp = 0
+    used = magnitudes > 0
+    if allow_exponent and np.any(used):
+        weight_exp = math.floor(float(np.min(np.log2(limit[used] * magnitudes[used] / grid.magnitude))))
+        weight_exp = int(np.clip(weight_exp, *WEIGHT_EXPONENT_RANGE))
+    filling = grid.magnitude * 2.0**weight_exp / np.where(used, magnitudes, 1.0)
+    return weight_exp, np.where(used, np.minimum(limit, filling), limit)
+
+
+def _fill_grid(magnitude: float, scale: float, weight_exp: int, grid: WeightGrid) -> tuple[int, float]:
+    """Lower ``scale`` and ``weight_exp`` so that the largest weight maps onto the end of the grid."""
+    if magnitude == 0:
+        return weight_exp, scale
+    exponent = weight_exp
+    while grid.magnitude * 2.0**exponent / magnitude > scale and exponent > WEIGHT_EXPONENT_RANGE[0]:
+        exponent -= 1
+    filled = grid.magnitude * 2.0**exponent / magnitude
+    return (exponent, filled) if filled <= scale else (weight_exp, scale)
+
+
 def quantise_layer(
     node_name: str,
     synapse_name: str,
@@ -168,6 +254,10 @@ def quantise_layer(
     voltage_bias: np.ndarray,
     current_bias: np.ndarray,
     allow_exponent: bool,
+    voltage_bound: np.ndarray | None = None,
+    fill_weight_grid: bool = False,
+    per_row: bool = False,
+    balanced_rounding: bool = False,
 ) -> tuple[LayerQuantisation, np.ndarray, np.ndarray]:
     """Quantise a synapse and the LIF neurons it feeds.
 
@@ -176,8 +266,16 @@ def quantise_layer(
     ``input_bound`` is the largest ``|u|`` each neuron can reach (Lava's float units,
     including ``current_bias``).  ``v_threshold``, ``voltage_bias`` (added to v
     per step) and ``current_bias`` (added to u per step) are in Lava's float voltage
-    units, in NIR shape.  Returns the report, the integer weights and the integer
-    current bias (in input units, before the 6-bit shift).
+    units, in NIR shape.  ``voltage_bound`` (same units, optional) is the largest
+    ``-v`` to keep above the 24-bit floor, where ``v`` would saturate.
+    ``fill_weight_grid`` lowers the scale (by less than 2) so that the largest weight
+    of a Dense layer lands on the end of the 8-bit grid.  ``per_row`` gives each
+    output row (Dense) or channel (Conv) its own scale, so that each row's largest
+    weight fills the grid, and stores its thresholds and biases per neuron.
+    ``balanced_rounding`` rounds each row so that its rounding errors sum to less
+    than half a grid step (see ``balance_rows``).  Returns
+    the report, the integer weights and the integer current bias (in input units,
+    before the 6-bit shift).
     """
     if np.any(v_threshold <= 0):
         raise LavaMappingError(
@@ -185,18 +283,28 @@ def quantise_layer(
             f"got minimum {v_threshold.min():g}; use positive thresholds or lava-float"
         )
     grid = WeightGrid.for_weights(weight)
-    scale = VTH_MAX / float(np.max(v_threshold))
-    largest_input = float(np.max(input_bound))
-    if largest_input > 0:
-        scale = min(scale, INPUT_MAX / largest_input)
-    weight_exp, scale = _weight_exponent(float(np.max(np.abs(weight))) / input_scale, scale, grid, allow_exponent)
-    # Shrink the scale slightly so that the largest threshold is an exact integer.
-    largest_threshold = float(np.max(v_threshold))
-    if scale * largest_threshold >= 1:
-        scale = math.floor(scale * largest_threshold) / largest_threshold
+    rows = weight.shape[0]
+    limit = _row_limits(rows, v_threshold, input_bound, voltage_bound)
+    if per_row:
+        magnitudes = np.abs(weight.reshape(rows, -1)).max(axis=1) / input_scale
+        weight_exp, row_scale = _row_scales(magnitudes, limit, grid, allow_exponent)
+    else:
+        scale = float(limit.min())
+        magnitude = float(np.max(np.abs(weight))) / input_scale
+        weight_exp, scale = _weight_exponent(magnitude, scale, grid, allow_exponent)
+        if fill_weight_grid and allow_exponent:
+            weight_exp, scale = _fill_grid(magnitude, scale, weight_exp, grid)
+        row_scale = np.full(rows, scale)
+    # Shrink each scale slightly so that the largest threshold it applies to is an exact integer.
+    row_threshold = _row_max(v_threshold, rows) if per_row else np.full(rows, float(np.max(v_threshold)))
+    row_scale = np.where(row_scale * row_threshold >= 1, np.floor(row_scale * row_threshold) / row_threshold,
+                         row_scale)
+    scale = row_scale.reshape((rows,) + (1,) * (np.ndim(v_threshold) - 1))
 
-    unit = input_scale * 2.0**weight_exp / scale
+    unit = input_scale * 2.0**weight_exp / row_scale.reshape((rows,) + (1,) * (weight.ndim - 1))
     weights, clipped_weights = quantise_to_grid(weight / unit, grid)
+    if balanced_rounding:
+        weights = balance_rows(weight / unit, weights, grid)
     largest_weight = float(np.max(np.abs(weight)))
     weight_error = float(np.max(np.abs(weights * unit - weight))) / largest_weight if largest_weight else 0.0
 
@@ -209,11 +317,12 @@ def quantise_layer(
     current = np.round(current_bias * scale).astype(np.int64)
 
     report = LayerQuantisation(
-        node_name=node_name, synapse_name=synapse_name, scale=scale, weight_exp=weight_exp,
+        node_name=node_name, synapse_name=synapse_name, scale=float(row_scale.min()), weight_exp=weight_exp,
         weight_range=(int(weights.min()), int(weights.max())), vth=vth, du=du_register, dv=dv_register,
         bias_mant=bias_mant, bias_exp=bias_exp, clipped_weights=clipped_weights,
         clipped_thresholds=clipped_thresholds, clipped_decays=clipped_du + clipped_dv,
         clipped_biases=clipped_biases, weight_error=weight_error,
+        row_scales=row_scale if per_row else None,
     )
     if clipped_dv and np.any(dv * DECAY_UNITY > DECAY_MAX):
         report.notes.append(

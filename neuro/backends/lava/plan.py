@@ -9,13 +9,16 @@ weighted sums on as graded messages.
 Every value has a lag: the number of steps by which Lava's record of it trails the
 graph's time base.  It is the sum of ``PROCESS_DELAY_STEPS`` over the processes on
 the path from the input.
+
+In fixed point the scales come from worst-case bounds (``calibration=None``) or from
+a ``Calibration`` of observed synaptic input (see ``calibration.py``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import nir
 import numpy as np
@@ -30,6 +33,9 @@ from neuro.backends.lava.synapses import (
     SynapseSpec, lava_conv_arguments, lava_conv_weight, output_bound, output_gains, scale_outputs, synapse_spec,
 )
 from neuro.graph import SPIKING_TYPES, SYNAPTIC_TYPES, GraphLayout, infer_shapes, layout
+
+if TYPE_CHECKING:
+    from neuro.backends.lava.calibration import Calibration
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +84,11 @@ class ValueInfo:
 
 @dataclass
 class SynapsePlan:
-    """One Lava Dense or Conv process; ``weight`` is in Lava's layout (float, or integers in fixed point)."""
+    """One Lava Dense or Conv process; ``weight`` is in Lava's layout (float, or integers in fixed point).
+
+    ``spec`` is the NIR description of the node and ``nir_weight`` the same weights as
+    ``weight`` in ``spec``'s NIR layout, for ``integer_model.emulate``.
+    """
 
     name: str
     sources: tuple[str, ...]
@@ -88,6 +98,8 @@ class SynapsePlan:
     num_message_bits: int
     input_shape: tuple[int, ...]
     conv_arguments: dict = field(default_factory=dict)
+    spec: SynapseSpec | None = None
+    nir_weight: np.ndarray | None = None
 
 
 @dataclass
@@ -136,6 +148,7 @@ class NetworkPlan:
     period: int
     quantisation: dict[str, fixed_point.LayerQuantisation]
     notes: list[str]
+    policy: str = "worst_case"
 
     @property
     def max_lag(self) -> int:
@@ -150,6 +163,7 @@ class _Context:
     dt: float
     fixed_point: bool
     paired: dict[str, str]
+    calibration: Calibration | None = None
     values: dict[str, ValueInfo] = field(default_factory=dict)
     steps: list = field(default_factory=list)
     quantisation: dict[str, fixed_point.LayerQuantisation] = field(default_factory=dict)
@@ -185,10 +199,11 @@ def _synapse_plan(spec: SynapseSpec, sources: tuple[str, ...], weight: np.ndarra
                   graded: bool) -> SynapsePlan:
     bits = GRADED_MESSAGE_BITS if graded else 0
     if spec.kind == "dense":
-        return SynapsePlan(spec.node_name, sources, Dense, weight, weight_exp, bits, spec.input_shape)
+        return SynapsePlan(spec.node_name, sources, Dense, weight, weight_exp, bits, spec.input_shape,
+                           spec=spec, nir_weight=weight)
     return SynapsePlan(
         spec.node_name, sources, Conv, lava_conv_weight(weight), weight_exp, bits,
-        lava_shape(spec.input_shape), lava_conv_arguments(spec),
+        lava_shape(spec.input_shape), lava_conv_arguments(spec), spec=spec, nir_weight=weight,
     )
 
 
@@ -250,12 +265,17 @@ def _plan_neuron(ctx: _Context, name: str, node: nir.NIRNode) -> None:
     weight_exp, synapse_scale = 0, 1.0
     if ctx.fixed_point:
         # u adds its input every step and keeps (1 - du) of itself, so |u| stays below input / du.
-        current_bound = (synapse_bound + np.abs(current_bias)) / params.du
+        calibration, sized_bound, voltage_bound, options = ctx.calibration, synapse_bound, None, {}
+        if calibration is not None:
+            sized_bound = calibration.input_bound(spec, feed.incoming.bound, synapse_bound)
+            voltage_bound = np.abs(voltage_factor) * calibration.voltage_bound(name, shape)
+            options = calibration.quantisation_options()
+        current_bound = (sized_bound + np.abs(current_bias)) / params.du
         report, weight, current_bias = fixed_point.quantise_layer(
             name, spec.node_name, weight, input_scale=feed.incoming.scale,
             input_bound=current_bound, v_threshold=v_threshold, du=params.du,
             dv=params.dv, voltage_bias=voltage_bias, current_bias=current_bias,
-            allow_exponent=spec.kind == "dense",
+            allow_exponent=spec.kind == "dense", voltage_bound=voltage_bound, **options,
         )
         ctx.quantisation[name] = report
         ctx.notes.extend(report.notes)
@@ -346,17 +366,23 @@ def _paired_synapses(graph: nir.NIRGraph, graph_layout: GraphLayout) -> dict[str
 
 
 def plan_network(graph: nir.NIRGraph, dt: float, num_steps: int, *, fixed_point: bool,
-                 input_bound: np.ndarray, input_graded: bool) -> NetworkPlan:
+                 input_bound: np.ndarray, input_graded: bool,
+                 calibration: Calibration | None = None) -> NetworkPlan:
     """Plan the processes for running ``graph`` for ``num_steps`` steps of ``dt`` seconds per sample.
 
     ``input_bound`` is the largest ``|input|`` per element (NIR input shape) and
-    ``input_graded`` whether the input contains values other than 0 and 1.  Raises
-    ``LavaMappingError`` for parameters Lava cannot express and ``KeyError`` for a node
-    type without a planner (``LavaBackend.check_supported`` reports those first).
+    ``input_graded`` whether the input contains values other than 0 and 1.  In fixed
+    point, ``calibration`` (from ``calibration.calibrate`` on this graph) sizes each
+    neuron layer for its observed input instead of the worst case; it is ignored in
+    float.  Raises ``LavaMappingError`` for parameters Lava cannot express, ValueError
+    for a calibration of another graph and ``KeyError`` for a node type without a
+    planner (``LavaBackend.check_supported`` reports those first).
     """
     graph_layout = layout(graph)
     shapes = infer_shapes(graph)
-    ctx = _Context(graph, graph_layout, shapes, dt, fixed_point, _paired_synapses(graph, graph_layout))
+    calibration = calibration if fixed_point else None
+    ctx = _Context(graph, graph_layout, shapes, dt, fixed_point, _paired_synapses(graph, graph_layout),
+                   calibration)
     ctx.values[graph_layout.input_name] = ValueInfo(
         shapes[graph_layout.input_name], 0, input_graded, 1.0, np.asarray(input_bound, dtype=np.float64)
     )
@@ -384,4 +410,5 @@ def plan_network(graph: nir.NIRGraph, dt: float, num_steps: int, *, fixed_point:
         fixed_point=fixed_point, input_name=graph_layout.input_name, output_name=graph_layout.output_name,
         output_source=output_sources[0], steps=ctx.steps, values=ctx.values, spiking=spiking,
         period=period, quantisation=ctx.quantisation, notes=ctx.notes,
+        policy="calibrated" if calibration is not None else "worst_case",
     )
