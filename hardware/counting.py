@@ -92,7 +92,7 @@ class RunCounts:
         return value / max(self.samples, 1)
 
 
-def _linear_map(node: nir.NIRNode):
+def linear_map(node: nir.NIRNode):
     """Return the node's linear map with every nonzero weight replaced by 1."""
     if isinstance(node, (nir.Affine, nir.Linear)):
         weight = torch.as_tensor((np.asarray(node.weight) != 0).astype(np.float64))
@@ -122,7 +122,7 @@ def fan_out(graph: nir.NIRGraph, node_name: str, source_shape: tuple[int, ...], 
     x = torch.zeros((1, *source_shape), dtype=torch.float64, requires_grad=True)
     y = x
     for name in [*path, node_name]:
-        y = _linear_map(graph.nodes[name])(y)
+        y = linear_map(graph.nodes[name])(y)
     y.sum().backward()
     return x.grad[0].numpy().round().astype(np.int64)
 
