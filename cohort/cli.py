@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reader_options(ingest)
     ingest.add_argument("--frames", type=int, default=30, help="frames per clip (default: 30)")
     ingest.add_argument("--size", type=int, default=224, help="clip height and width in pixels (default: 224)")
+    ingest.add_argument("--window", type=float, metavar="SECONDS",
+                        help="clip duration in seconds from 1 s before each onset, the same for every cycle "
+                             "(default: from 1 s before the onset to the cycle's end, so durations vary)")
     ingest.add_argument("--skip-failed", action="store_true",
                         help="leave out a recording that cannot be read or segmented, and list each one with its "
                              "error at the end (default: stop at the first such error)")
@@ -223,6 +227,8 @@ def _ingest(args) -> int:
                          f"{args.cycles_from} recordings into it first")
     if args.fps is not None and not args.fps > 0:
         raise ValueError(f"--fps must be a positive number of frames per second, got {args.fps}")
+    if args.window is not None and not (math.isfinite(args.window) and args.window > 0):
+        raise ValueError(f"--window must be a positive number of seconds, got {args.window}")
     # Subject ids compare the way the store keeps them: trimmed and upper case.
     subjects = {}
     for subject in read_metadata(args.metadata):
@@ -260,7 +266,7 @@ def _ingest(args) -> int:
         if not result.cycles:
             raise ValueError(f"{recording.source}: no breathing cycle found ({'; '.join(result.notes) or 'see -v'})")
         cycles = result.cycles
-        return Processed(cycles=cycles, clips=cut_clips(recording, cycles, n_frames=args.frames, size=args.size))
+        return Processed(cycles=cycles, clips=cut_clips(recording, cycles, n_frames=args.frames, size=args.size, window_s=args.window))
 
     def process_with_stored_cycles(recording):
         reference = references.get(recording.subject_id)
@@ -273,7 +279,7 @@ def _ingest(args) -> int:
         cycles = transfer_cycles(reference, recording)
         recording.notes.append(f"cycles from the {args.cycles_from} recording {reference.name!r} at "
                                f"{reference.fps:g} Hz, converted through time from the first frame")
-        return Processed(cycles=cycles, clips=cut_clips(recording, cycles, n_frames=args.frames, size=args.size))
+        return Processed(cycles=cycles, clips=cut_clips(recording, cycles, n_frames=args.frames, size=args.size, window_s=args.window))
 
     items = [(subject_id, name, lambda path=path, subject_id=subject_id:
               read_recording(path, modality=args.modality, subject_id=subject_id, fps=args.fps,

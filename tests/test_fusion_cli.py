@@ -1,0 +1,154 @@
+"""Tests of python -m fusion: help, exit codes, and train -> evaluate -> predict on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from cohort.recording import Cycle, Recording
+from cohort.simulator import simulate_cohort, write_metadata_csv
+from cohort.store import CohortStore
+from cohort.store_format import SubjectInfo
+from fusion.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """
+[data]
+folds = 2
+[snn]
+input_size = 16
+conv_channels = [4, 8]
+hidden = 16
+[x3d]
+size = 32
+frames = 4
+[fusion]
+mode = "concat"
+embed_dim = 8
+heads = 2
+[training]
+epochs = 1
+batch_size = 4
+"""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_store(path: Path, subjects: int = 6, clips: int = 2, frames: int = 8, size: int = 32) -> Path:
+    """Write a store of ``subjects`` subjects (0 and 4 abnormal) with random thermal clips."""
+    rng = np.random.default_rng(2)
+    with CohortStore.create(path) as store:
+        for number in range(subjects):
+            ratio = 0.55 if number % 4 == 0 else 0.80
+            subject_id = f"S{number:02d}"
+            store.add_subject(subject_id, SubjectInfo(age=45.0, sex="M", height_cm=175.0, fev1_fvc=ratio, pef=7.0,
+                                                      label=int(ratio < 0.7)))
+            recording = Recording(np.full((frames * clips, size, size), 25.0, np.float32), 8.7, "thermal", subject_id)
+            cycles = [Cycle(i * frames, (i + 1) * frames) for i in range(clips)]
+            values = 24.0 + 8.0 * rng.random((clips, frames, size, size))
+            store.add_recording(subject_id, "thermal", recording, cycles, values.astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cli")
+    make_store(folder / "store.h5")
+    (folder / "tiny.toml").write_text(CONFIG)
+    return folder
+
+
+def test_help_of_every_command():
+    for command in ("train", "evaluate", "predict"):
+        completed = subprocess.run([sys.executable, "-m", "fusion", command, "--help"], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=120)
+        assert completed.returncode == 0, command
+        assert "--verbose" in completed.stdout
+
+
+def test_bad_config_exits_2(workspace, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[training]\nlr = 0\n")
+    code = main(["train", "--config", str(bad), "--store", str(workspace / "store.h5"), "--out", str(tmp_path / "o")])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "training.lr = 0.0 is invalid" in error
+    assert error.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_input_exits_2(workspace, tmp_path, capsys):
+    config = str(workspace / "tiny.toml")
+    pretrained = tmp_path / "pretrained.toml"
+    pretrained.write_text(CONFIG.replace("[x3d]\n", '[x3d]\npretrained = "missing.pt"\n'))
+    cases = [
+        ["train", "--config", config, "--store", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "o")],
+        ["evaluate", "--run", str(tmp_path / "no-run"), "--store", str(workspace / "store.h5")],
+        ["train", "--config", config, "--store", str(workspace / "store.h5"), "--out", str(tmp_path / "o"),
+         "--threads", "0"],
+        ["train", "--config", str(pretrained), "--store", str(workspace / "store.h5"), "--out", str(tmp_path / "o")],
+    ]
+    messages = []
+    for argv in cases:
+        assert main(argv) == 2, argv
+        error = capsys.readouterr().err
+        assert error.startswith("error: "), error
+        assert error.count("\n") == 1, error
+        messages.append(error)
+    assert "missing.h5 not found" in messages[0]
+    assert "config.json not found" in messages[1]
+    assert "--threads must be at least 1" in messages[2]
+    assert "x3d.pretrained = 'missing.pt' is invalid" in messages[3]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", config])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+def test_train_evaluate_predict(workspace, tmp_path, capsys):
+    run = tmp_path / "run"
+    store = str(workspace / "store.h5")
+    assert main(["train", "--config", str(workspace / "tiny.toml"), "--store", store, "--out", str(run)]) == 0
+    assert "trained 4 fold models" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(run), "--store", store]) == 0
+    output = capsys.readouterr().out
+    assert "snn: per_cycle_accuracy" in output
+    results = json.loads((run / "results.json").read_text())
+    assert len(results["branches"]["x3d"]["cycles"]) == 12
+
+    cohort = simulate_cohort(1, seed=3, size=(80, 64), modalities=("thermal",))
+    session = cohort.sessions[0]
+    recording = tmp_path / "SIM0001_thermal.h5"
+    with h5py.File(recording, "w") as handle:
+        handle.create_dataset("temperature_c", data=session.thermal.frames).attrs["fps"] = session.thermal.fps
+    metadata = write_metadata_csv(cohort, tmp_path / "metadata.csv")
+
+    assert main(["predict", "--run", str(run), "--recording", str(recording), "--metadata", str(metadata),
+                 "--subject", "sim0001", "--out", str(tmp_path / "predicted")]) == 0
+    report = json.loads((tmp_path / "predicted" / "predictions.json").read_text())
+    assert report["subject"] == "SIM0001"
+    assert report["models"] == 4
+    assert report["held_out"] is True
+    assert len(report["cycles"]) == len(session.cycles)
+    for cycle in report["cycles"]:
+        assert 0.0 <= cycle["snn_abnormal_probability"] <= 1.0
+        assert cycle["x3d_class"] == int(cycle["fev1_fvc"] < 0.70)
+    assert report["patient"]["x3d_class"] == int(report["patient"]["fev1_fvc"] < 0.70)
+    assert "patient: subject SIM0001" in capsys.readouterr().out
+
+    assert main(["predict", "--run", str(run), "--recording", str(recording), "--metadata", str(metadata),
+                 "--subject", "S99"]) == 2
+    assert "no row for subject 'S99'" in capsys.readouterr().err
