@@ -163,3 +163,30 @@ def test_transfer_cycles_between_frame_rates():
     with pytest.raises(ValueError, match=r"cycle 1 of the thermal recording starts at 22.99 s, after the end of "
                                          r"this recording \(20.00 s\)"):
         transfer_cycles(source, short)
+
+
+def test_window_cuts_fixed_duration_clips(simulated, thermal_store, tmp_path):
+    from cohort.readers import read_recording
+    from cohort.segmentation import cut_clips
+
+    store = tmp_path / "window.h5"
+    code = main(["ingest", "--metadata", str(simulated / "metadata.csv"), "--recordings", str(simulated),
+                 "--store", str(store), "--window", "4.0", *CLIP_OPTIONS])
+    assert code == 0
+    recording = read_recording(simulated / "SIM0001_thermal.h5")
+    with CohortStore.open(store) as windowed, CohortStore.open(thermal_store) as plain:
+        cycles = windowed.read_cycles("SIM0001", "thermal")
+        assert cycles == plain.read_cycles("SIM0001", "thermal")
+        expected = cut_clips(recording, list(cycles), n_frames=8, size=16, window_s=4.0)
+        np.testing.assert_array_equal(windowed.read_clips("SIM0001", "thermal"), expected)
+        assert not np.array_equal(windowed.read_clips("SIM0001", "thermal"), plain.read_clips("SIM0001", "thermal"))
+
+
+@pytest.mark.parametrize("window", ["0", "-1", "nan"])
+def test_window_must_be_positive(simulated, tmp_path, capsys, window):
+    store = tmp_path / "bad.h5"
+    code = main(["ingest", "--metadata", str(simulated / "metadata.csv"), "--recordings", str(simulated),
+                 "--store", str(store), "--window", window, *CLIP_OPTIONS])
+    assert code == 2
+    assert "--window must be a positive number of seconds" in capsys.readouterr().err
+    assert not store.exists()
