@@ -16,12 +16,12 @@ what to fix.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import sys
-import tempfile
 from pathlib import Path
 
+from cohort.command_line import (OneLineErrorParser, UsageError, configure_logging, parse_arguments,
+                                 prepare_output_folder)
 from hardware.energy import EnergyTableError, load_energy_table
 from hardware.report import Report, write_report
 from hardware.workload import BackendMeasurement, WorkloadError, prepare_workload, run_backend, run_cnn
@@ -36,10 +36,6 @@ BAD_INPUT_ERRORS = (GraphFileError, SpikeInputError, UnsupportedNodeError, Backe
                     CheckpointError, EnergyTableError, WorkloadError)
 
 
-class UsageError(ValueError):
-    """A command-line value that is out of range or unknown."""
-
-
 def _backend_list(text: str) -> list[str]:
     names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     unknown = [name for name in names if name not in BACKEND_NAMES]
@@ -50,15 +46,8 @@ def _backend_list(text: str) -> list[str]:
     return names
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
         prog="python benchmarks/compare_backends.py",
         description=__doc__.split("\n\n")[0],
     )
@@ -113,26 +102,11 @@ def _check_args(args: argparse.Namespace) -> None:
     args.seed = 0 if args.seed is None else args.seed
 
 
-def _prepare_output_folder(out: Path) -> None:
-    """Create ``out`` and check that files can be written there, before any work starts."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is an existing file, not a folder; choose a folder path")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise UsageError(f"--out {out} cannot be written ({error.strerror}); choose a writable folder") from None
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # --help, or a usage error already printed as one line
-        return int(exit_request.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    args = parse_arguments(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    configure_logging(args.verbose)
     try:
         _check_args(args)
         energy_table = load_energy_table(args.energy_table)
@@ -142,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         # Fail on bad input before running anything, naming a requested backend first.
         for backend in [*backends, reference_backend]:
             backend.check(workload.graph, workload.spikes, workload.dt)
-        _prepare_output_folder(args.out)
+        prepare_output_folder(args.out)
         report = execute(workload, reference_backend, backends, energy_table, args)
         paths = write_report(report, args.out)
     except BAD_INPUT_ERRORS + (UsageError,) as error:

@@ -14,12 +14,12 @@ input, and the message names what to fix.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import sys
-import tempfile
 from pathlib import Path
 
+from cohort.command_line import (OneLineErrorParser, UsageError, configure_logging, parse_arguments,
+                                 prepare_output_folder)
 from hardware.energy import EnergyTableError, load_energy_table
 from hardware.energy_study import StudyConfig, run_study
 from hardware.energy_study_report import fits_table, points_table, write_study
@@ -28,10 +28,6 @@ from hardware.report import run_details
 # Few, tiny points for a smoke run (tests, a first look): about half a minute on 2 cores.
 QUICK = dict(frames=(4, 8), resolutions=((16, 32), (32, 56)), steps_per_frame=(1, 2), base_frames=4,
              base_resolution=(16, 32), base_steps_per_frame=1, clips=1, repeats=1)
-
-
-class UsageError(ValueError):
-    """A command-line value that is out of range or unknown."""
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -61,16 +57,9 @@ def _pair_list(text: str) -> tuple[tuple[int, int], ...]:
     return pairs
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     defaults = StudyConfig()
-    parser = _OneLineErrorParser(prog="python benchmarks/energy_study.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineErrorParser(prog="python benchmarks/energy_study.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=_int_list, help="clip lengths in frames, comma-separated "
                         f"(default: {','.join(map(str, defaults.frames))})")
     parser.add_argument("--resolutions", type=_pair_list,
@@ -120,26 +109,11 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
         raise UsageError(str(error).replace("StudyConfig.", "option ")) from None
 
 
-def _prepare_output_folder(out: Path) -> None:
-    """Create ``out`` and check that files can be written there, before any work starts."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is an existing file, not a folder; choose a folder path")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise UsageError(f"--out {out} cannot be written ({error.strerror}); choose a writable folder") from None
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # --help, or a usage error already printed as one line
-        return int(exit_request.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    args = parse_arguments(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    configure_logging(args.verbose)
     try:
         if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
             raise UsageError(f"--dt must be a finite positive number of seconds, got {args.dt}")
@@ -151,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         config = study_config(args)
         table = load_energy_table(args.energy_table)
-        _prepare_output_folder(args.out)
+        prepare_output_folder(args.out)
         result = run_study(config, table, progress=not args.no_progress)
         result.run_details = run_details(config.repeats, config.seed)
         paths = write_study(result, args.out)

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 from cohort.cli import main as cohort_main
+from cohort.command_line import OneLineErrorParser, configure_logging, parse_arguments
 from cohort.files import atomic_write
 from cohort.sim_cache import default_cache_root
 from fusion.backend_accuracy import backend_accuracy
@@ -45,13 +45,8 @@ MODES = ("none", "attention", "concat")
 DEFAULT_BACKENDS = ("snntorch", "norse", "lava-float", "lava-fixed")
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(prog="python benchmarks/train_models.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineErrorParser(prog="python benchmarks/train_models.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="experiment configuration, TOML or YAML "
                         "(default: fusion/configs/small.toml); its modality and fusion mode are overridden")
     parser.add_argument("--store", type=Path, help="use this cohort store instead of simulating one")
@@ -134,9 +129,10 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    args = parse_arguments(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    configure_logging(args.verbose)
     if args.subjects < 10:
         print(f"error: --subjects {args.subjects} is too small; 5 folds need at least 10 subjects", file=sys.stderr)
         return 2

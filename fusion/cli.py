@@ -17,19 +17,14 @@ import logging
 import sys
 from pathlib import Path
 
+from cohort.command_line import OneLineErrorParser
+
 logger = logging.getLogger(__name__)
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(prog="python -m fusion", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
+    parser = OneLineErrorParser(prog="python -m fusion", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
 
     train = commands.add_parser("train", help="train every fold of the configured branches")
     train.add_argument("--config", type=Path, required=True,

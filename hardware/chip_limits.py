@@ -13,12 +13,13 @@ Confidence marks, per limit:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from hardware.energy import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -141,30 +142,6 @@ LOIHI2 = ChipLimits(
 CHIPS: dict[str, ChipLimits] = {LOIHI1.name: LOIHI1, LOIHI2.name: LOIHI2}
 
 
-def _read_object(path: Path) -> dict:
-    def reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
-        keys = [key for key, _ in pairs]
-        duplicates = sorted({key for key in keys if keys.count(key) > 1})
-        if duplicates:
-            raise ChipLimitsError(f"chip limits file {path}: key {duplicates[0]!r} appears more than once; "
-                                  "keep one entry per key", path=path, key=duplicates[0])
-        return dict(pairs)
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ChipLimitsError(f"cannot read chip limits file {path}: {error}", path=path) from None
-    try:
-        data = json.loads(text, object_pairs_hook=reject_duplicates)
-    except json.JSONDecodeError as error:
-        raise ChipLimitsError(f"chip limits file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
-                              f"column {error.colno}", path=path) from None
-    if not isinstance(data, dict):
-        raise ChipLimitsError(f"chip limits file {path} must contain a JSON object mapping limit names to values, "
-                              f"found {type(data).__name__}", path=path)
-    return data
-
-
 def _entry_value(entry: object, path: Path, key: str) -> tuple[int | None, str | None, str | None]:
     """Return (value, source, confidence) of one entry: a number, null, or an object with ``value``."""
     source = confidence = None
@@ -214,7 +191,7 @@ def load_chip_limits(path: str | os.PathLike, *, base: str | ChipLimits = "loihi
             raise ChipLimitsError(f"unknown base chip {base!r}; choose from {', '.join(CHIPS)}", key="base")
         base = CHIPS[base]
     path = Path(path)
-    data = _read_object(path)
+    data = read_json_object(path, what="chip limits file", contents="limit names to values", error=ChipLimitsError)
     known = {f.name for f in fields(ChipLimits)} & ({"name"} | set(LIMIT_FIELDS))
     changes: dict[str, object] = {}
     sources, confidence = dict(base.sources), dict(base.confidence)

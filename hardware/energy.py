@@ -107,27 +107,35 @@ def default_energy_table() -> EnergyTable:
     return {constant.key: constant for constant in DEFAULT_CONSTANTS}
 
 
-def _read_json_object(path: Path) -> dict:
+def read_json_object(path: Path, *, what: str, contents: str, error: type | None = None) -> dict:
+    """Read a JSON object from ``path``, rejecting repeated keys.
+
+    ``what`` names the file in messages ("energy table file"), ``contents`` says what the
+    object maps ("constant keys to values"), and ``error`` is the exception raised, called
+    as ``error(message, path=..., key=...)`` (``EnergyTableError`` by default).
+    """
+    error = error or EnergyTableError
+
     def reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
         keys = [key for key, _ in pairs]
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
-            raise EnergyTableError(f"energy table file {path}: key {duplicates[0]!r} appears more than once; "
-                                   "keep one entry per key", path=path, key=duplicates[0])
+            raise error(f"{what} {path}: key {duplicates[0]!r} appears more than once; keep one entry per key",
+                        path=path, key=duplicates[0])
         return dict(pairs)
 
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise EnergyTableError(f"cannot read energy table file {path}: {error}", path=path) from None
+    except (OSError, UnicodeDecodeError) as problem:
+        raise error(f"cannot read {what} {path}: {problem}", path=path) from None
     try:
         data = json.loads(text, object_pairs_hook=reject_duplicates)
-    except json.JSONDecodeError as error:
-        raise EnergyTableError(f"energy table file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
-                               f"column {error.colno}", path=path) from None
+    except json.JSONDecodeError as problem:
+        raise error(f"{what} {path} is not valid JSON: {problem.msg} at line {problem.lineno}, "
+                    f"column {problem.colno}", path=path) from None
     if not isinstance(data, dict):
-        raise EnergyTableError(f"energy table file {path} must contain a JSON object mapping constant keys to "
-                               f"values, found {type(data).__name__}", path=path)
+        raise error(f"{what} {path} must contain a JSON object mapping {contents}, found {type(data).__name__}",
+                    path=path)
     return data
 
 
@@ -187,7 +195,7 @@ def load_energy_table(path: str | os.PathLike | None = None) -> EnergyTable:
     if path is None:
         return table
     path = Path(path)
-    data = _read_json_object(path)
+    data = read_json_object(path, what="energy table file", contents="constant keys to values")
     for key, entry in data.items():
         if key not in table:
             raise EnergyTableError(f"energy table file {path}: unknown key {key!r}; allowed keys are "
