@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cohort.files import atomic_write
+from hardware.calibration_input import add_calibration_options
 from hardware.workload import WorkloadError, prepare_workload
 from neuro.agreement import compare_runs
 from neuro.backends import BackendMappingError, UnsupportedNodeError
@@ -65,11 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dt", type=float, help="time step in seconds (default: the SNN's dt)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the clips, the spike encoding and the untrained SNN (default: 0)")
-    defaults = CalibrationConfig()
-    parser.add_argument("--percentile", type=float, default=defaults.percentile,
-                        help=f"percentile of |W x| a layer is sized for, in (0, 100] (default: {defaults.percentile:g})")
-    parser.add_argument("--headroom", type=float, default=defaults.headroom,
-                        help=f"factor >= 1 on the calibrated bounds (default: {defaults.headroom:g})")
+    add_calibration_options(parser)
     parser.add_argument("--no-fill-grid", action="store_true",
                         help="with --no-per-row, keep the Dense weight exponent of the worst-case policy")
     parser.add_argument("--no-per-row", action="store_true",

@@ -21,12 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neuro.encoding import RateEncoder
+from neuro.encoding import THERMAL_WINDOW_C, RateEncoder
 
 logger = logging.getLogger(__name__)
 
-# Room background is about 22 degC and a mask warmed by exhaled air reaches about 40 degC.
-THERMAL_WINDOW_C = (20.0, 40.0)
 THERMAL_CENTER_C = 30.0
 THERMAL_SCALE_C = 5.0
 KINETICS_MEAN = 0.45

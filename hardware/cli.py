@@ -2,7 +2,8 @@
 
 ``export`` writes the SNN's chip artefacts (see ``hardware/export.py``) and prints a
 summary.  Without ``--checkpoint`` or ``--graph`` it exports the untrained default
-PulmoSNN.
+PulmoSNN.  ``--calibration-clips N`` (N > 0) sizes the fixed-point scales on N simulated
+thermal clips instead of the worst case (see ``neuro/backends/lava/calibration.py``).
 
 Exit codes: 0 success, 2 bad input or a failed export (one line on stderr, and no
 partial file in ``--out``).
@@ -14,6 +15,8 @@ import argparse
 import logging
 import sys
 import warnings
+
+from hardware.calibration_input import add_calibration_options
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,8 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrorParser(prog="python -m hardware", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
-    export = commands.add_parser("export", help="write graph.nir, network.net (lava-dl netx), resources.json/.md")
+    export = commands.add_parser("export", help="write graph.nir, network.net (lava-dl netx), resources.json/.md "
+                                                   "and quantisation.json")
     source = export.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="PulmoSNN checkpoint written by neuro.checkpoint.save_snn")
     source.add_argument("--graph", help="NIR graph file to export instead of a checkpoint")
@@ -40,11 +44,39 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "checks (default: loihi2)")
     export.add_argument("--chip-limits", help="JSON file replacing some of --chip's limits "
                                               "(see hardware.chip_limits.load_chip_limits)")
+    export.add_argument("--calibration-clips", type=int, default=0,
+                        help="simulated thermal clips that set calibrated fixed-point scales; 0 keeps the "
+                             "worst-case scales (default: 0)")
+    export.add_argument("--calibration-seed", type=int, default=0,
+                        help="seed of the simulated cohort and of the rate code of the calibration clips "
+                             "(default: 0)")
+    add_calibration_options(export)
     export.add_argument("--allow-oversize", action="store_true",
                         help="export even if the network does not fit the chip (default: stop with an error)")
     export.add_argument("--out", required=True, help="output folder; created if missing, existing files "
                                                      "of the same names are replaced")
     return parser
+
+
+def _scale_text(layer: dict) -> str:
+    rows = layer["row_scales"]
+    if rows is None:
+        return f"{layer['scale']:.6g}"
+    return f"{rows[0]:.6g}..{rows[1]:.6g} per row"
+
+
+def _quantisation_lines(record: dict) -> list[str]:
+    if record["policy"] == "calibrated":
+        calibration = record["calibration"]
+        overflow = record["overflow"]
+        lines = [f"fixed-point scales: calibrated on {record['calibration_clips']} clips (percentile "
+                 f"{calibration['percentile']:g}, headroom {calibration['headroom']:g}); "
+                 f"{overflow['total']} overflow events on them"]
+    else:
+        lines = ["fixed-point scales: worst case (no calibration clips)"]
+    lines += [f"  {name}: scale {_scale_text(layer)}, weight_exp {layer['weight_exp']}"
+              for name, layer in record["layers"].items()]
+    return lines
 
 
 def _summary(result) -> str:
@@ -60,6 +92,7 @@ def _summary(result) -> str:
     else:
         lines.append("netx network: lava-fixed's integer network with these changes netx's loader forces:")
     lines += [f"  {note}" for note in result.notes]
+    lines += _quantisation_lines(result.quantisation)
     lines.append(f"resources on {result.chip}: " + ("fits" if result.resources.fits else "DOES NOT FIT"))
     totals = report.get("totals", {})
     if totals:
@@ -67,8 +100,17 @@ def _summary(result) -> str:
     return "\n".join(lines)
 
 
+def _calibration_options_set(args: argparse.Namespace) -> bool:
+    defaults = build_parser().parse_args(["export", "--out", "."])
+    return any(getattr(args, name) != getattr(defaults, name) for name in ("percentile", "headroom", "calibration_seed"))
+
+
 def _export(args: argparse.Namespace) -> int:
-    from hardware.export import export_snn, load_source
+    from hardware.export import ExportError, calibrate_source, export_snn, load_source
+
+    if args.calibration_clips < 0:
+        raise ExportError(f"--calibration-clips must be >= 0, got {args.calibration_clips}; pass 0 for "
+                          "the worst-case scales or the number of clips to calibrate on")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -77,8 +119,16 @@ def _export(args: argparse.Namespace) -> int:
             from hardware.chip_limits import load_chip_limits
             chip = load_chip_limits(args.chip_limits, base=args.chip)
         source = load_source(checkpoint=args.checkpoint, graph=args.graph, dt=args.dt)
+        calibration = None
+        if args.calibration_clips > 0:
+            calibration = calibrate_source(source, clips=args.calibration_clips, num_steps=args.steps,
+                                           seed=args.calibration_seed, percentile=args.percentile,
+                                           headroom=args.headroom)
+        elif _calibration_options_set(args):
+            warnings.warn("--percentile, --headroom and --calibration-seed take effect only with "
+                          "--calibration-clips > 0; exporting with the worst-case scales", stacklevel=2)
         result = export_snn(args.out, source, num_steps=args.steps, chip=chip,
-                            allow_oversize=args.allow_oversize)
+                            allow_oversize=args.allow_oversize, calibration=calibration)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     print(_summary(result))

@@ -6,6 +6,9 @@
     network.net     the netx HDF5 network of lava-fixed's integer plan (hardware/netx_export.py)
     resources.json  neurons, synapses, synaptic memory and cores per chip limit (hardware/resources.py)
     resources.md    the same report as a Markdown table, with what to change if it does not fit
+    quantisation.json  the scale policy ("worst_case" or "calibrated"), the calibration clips
+                    and settings, each layer's integer scale, and the overflow events that the
+                    integer emulator found on the calibration input
 
 Every file is first written into a temporary folder (inside ``out_dir`` if it exists,
 else next to it) and moved into place only when all of them were written, so a failed
@@ -28,8 +31,12 @@ from pathlib import Path
 
 import nir
 
+import numpy as np
+
 from cohort.files import atomic_write
 from hardware.netx_export import NetxExport, export_netx
+from neuro.backends.lava.calibration import Calibration, CalibrationConfig, calibrate
+from neuro.graph import input_shape
 from neuro.nir_io import model_to_nir, read_graph, write_graph
 
 logger = logging.getLogger(__name__)
@@ -38,7 +45,8 @@ GRAPH_FILE = "graph.nir"
 NETX_FILE = "network.net"
 RESOURCES_JSON = "resources.json"
 RESOURCES_MARKDOWN = "resources.md"
-EXPORT_FILES = (GRAPH_FILE, NETX_FILE, RESOURCES_JSON, RESOURCES_MARKDOWN)
+QUANTISATION_JSON = "quantisation.json"
+EXPORT_FILES = (GRAPH_FILE, NETX_FILE, RESOURCES_JSON, RESOURCES_MARKDOWN, QUANTISATION_JSON)
 
 
 class ExportError(ValueError):
@@ -65,6 +73,7 @@ class ExportResult:
     chip: str
     dt: float
     num_steps: int
+    quantisation: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -101,6 +110,99 @@ def load_source(*, checkpoint: str | os.PathLike | None = None, graph: str | os.
             f"differently per step at the new dt", stacklevel=2,
         )
     return ExportSource(nir_graph, float(dt if dt is not None else stored), origin)
+
+
+@dataclass
+class ExportCalibration:
+    """Calibrated scales for an export: the ``Calibration`` and the spikes ``(T, B, *input_shape)`` it saw.
+
+    ``export_snn`` reruns the integer network on ``spikes`` to report overflow events.
+    """
+
+    calibration: Calibration
+    spikes: np.ndarray
+    description: str
+
+    @property
+    def clips(self) -> int:
+        return int(self.spikes.shape[1])
+
+
+def calibrate_source(source: ExportSource, *, clips: int, num_steps: int, seed: int = 0,
+                     percentile: float = 100.0, headroom: float = 1.25) -> ExportCalibration:
+    """Calibrate ``source`` on ``clips`` simulated thermal clips of ``num_steps`` steps (cohort and encoder ``seed``).
+
+    The clips and their rate code are those of ``benchmarks/fixed_point.py``
+    (``hardware.calibration_input``).  Raises ExportError for an invalid count,
+    percentile or headroom, and WorkloadError for a graph whose input is not one
+    square image channel.
+    """
+    from hardware.calibration_input import simulated_calibration_spikes
+
+    if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
+        raise ExportError(f"--calibration-clips must be an integer >= 1 to calibrate, got {clips!r}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ExportError(f"--steps must be an integer >= 1, got {num_steps!r}")
+    try:
+        config = CalibrationConfig(percentile=percentile, headroom=headroom)
+    except ValueError as error:
+        raise ExportError(f"invalid calibration option (--percentile {percentile!r}, --headroom {headroom!r}): "
+                          f"{error}") from None
+    calibration_input = simulated_calibration_spikes(clips, input_shape=input_shape(source.graph),
+                                                     steps=num_steps, seed=seed)
+    calibration = calibrate(source.graph, calibration_input.spikes, source.dt, config)
+    return ExportCalibration(calibration, calibration_input.spikes, calibration_input.description)
+
+
+def _range(values) -> list[float] | None:
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    return [float(array.min()), float(array.max())]
+
+
+def quantisation_record(plan, calibrated: ExportCalibration | None, overflow=None) -> dict:
+    """Return the content of quantisation.json for ``lava-fixed``'s ``plan`` of the exported graph.
+
+    ``layers`` maps each neuron layer to its ``scale`` (integer units per Lava float unit,
+    the minimum of ``row_scales`` where rows have their own scale), ``row_scales`` as
+    [min, max] or None, ``weight_exp`` and the threshold range ``vth`` as [min, max].
+    ``overflow`` is the ``OverflowReport`` of the plan on the calibration spikes, or None.
+    """
+    record = {"policy": plan.policy, "calibration_clips": 0, "calibration": None, "layers": {}, "overflow": None}
+    for name, layer in plan.quantisation.items():
+        record["layers"][name] = {"scale": float(layer.scale), "row_scales": _range(layer.row_scales),
+                                  "weight_exp": int(layer.weight_exp), "vth": _range(layer.vth)}
+    if calibrated is not None:
+        config = calibrated.calibration.config
+        record["calibration_clips"] = calibrated.clips
+        record["calibration"] = {
+            "input": calibrated.description, "steps": int(calibrated.spikes.shape[0]),
+            "percentile": config.percentile, "headroom": config.headroom,
+            "fill_weight_grid": config.fill_weight_grid, "per_row_scales": config.per_row_scales,
+            "balanced_rounding": config.balanced_rounding,
+            "summary": calibrated.calibration.summary().splitlines(),
+        }
+    if overflow is not None:
+        record["overflow"] = {"total": overflow.total,
+                              "events": [vars(event) | {"first": event.first} for event in overflow.occurred()]}
+    return record
+
+
+def _check_overflow(plan, calibrated: ExportCalibration):
+    """Emulate ``plan`` on the calibration spikes, warn about any wrap or saturation, and return the report."""
+    from neuro.backends.lava.integer_model import emulate
+
+    report = emulate(plan, calibrated.spikes).overflow
+    events = report.occurred()
+    if events:
+        warnings.warn(
+            f"the calibrated integer network has {report.total} overflow events on its {calibrated.clips} "
+            f"calibration clips: " + "; ".join(event.summary() for event in events)
+            + ". Raise --headroom, calibrate on more clips or use the worst-case scales (--calibration-clips 0)",
+            RuntimeWarning, stacklevel=3,
+        )
+    return report
 
 
 def _chip_limits(chip):
@@ -156,8 +258,13 @@ def _publish(staging: Path, out_dir: Path) -> dict[str, Path]:
 
 
 def export_snn(out_dir: str | os.PathLike, source: ExportSource, *, num_steps: int = 30, chip="loihi2",
-               allow_oversize: bool = False, calibration=None) -> ExportResult:
-    """Write the four artefacts of ``source`` into ``out_dir`` (created if missing).
+               allow_oversize: bool = False, calibration: ExportCalibration | None = None) -> ExportResult:
+    """Write the five artefacts of ``source`` into ``out_dir`` (created if missing).
+
+    ``calibration`` (from ``calibrate_source``) selects the calibrated scales, and the
+    integer network is then emulated on its spikes.  Each overflow event found there is
+    named in a RuntimeWarning and stored in quantisation.json.  None keeps the
+    worst-case scales.
 
     ``num_steps`` is the number of input time steps per sample; the netx network's reset
     interval is that plus the network's pipeline delay.  ``chip`` names an entry of
@@ -190,7 +297,11 @@ def export_snn(out_dir: str | os.PathLike, source: ExportSource, *, num_steps: i
     try:
         write_graph(source.graph, staging / GRAPH_FILE)
         netx = export_netx(source.graph, staging / NETX_FILE, dt=source.dt, num_steps=num_steps,
-                           calibration=calibration)
+                           calibration=None if calibration is None else calibration.calibration)
+        overflow = None if calibration is None else _check_overflow(netx.plan, calibration)
+        quantisation = quantisation_record(netx.plan, calibration, overflow)
+        atomic_write(staging / QUANTISATION_JSON,
+                     lambda path: Path(path).write_text(json.dumps(quantisation, indent=2) + "\n"))
         atomic_write(staging / RESOURCES_JSON,
                      lambda path: Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n"))
         atomic_write(staging / RESOURCES_MARKDOWN, lambda path: Path(path).write_text(report.markdown() + "\n"))
@@ -202,4 +313,4 @@ def export_snn(out_dir: str | os.PathLike, source: ExportSource, *, num_steps: i
     netx.path = files[NETX_FILE]
     logger.info("exported %s to %s", source.origin, out_dir)
     return ExportResult(out_dir=out_dir, files=files, netx=netx, resources=report, chip=chip_name,
-                        dt=source.dt, num_steps=num_steps, notes=notes)
+                        dt=source.dt, num_steps=num_steps, quantisation=quantisation, notes=notes)

@@ -14,15 +14,13 @@ from hardware.counting import RunCounts, count_run
 from hardware.measure import LatencyMeasurement, measure_latency, measure_peak_memory
 from neuro.agreement import LayerAgreement, compare_runs
 from neuro.backends.base import Backend, BackendRun
+from neuro.encoding import THERMAL_WINDOW_C, RateEncoder
 from neuro.graph import input_shape, unstable_neurons
 from neuro.nir_io import model_to_nir, read_graph
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DT = 1e-3
-# Temperature window mapped to firing probabilities 0..1 for simulated thermal clips:
-# it spans the room background (about 22 degC) to a warmed mask (up to about 40 degC).
-THERMAL_WINDOW_C = (20.0, 40.0)
 
 
 class WorkloadError(ValueError):
@@ -81,9 +79,21 @@ def simulated_clips(n_clips: int, *, seed: int) -> tuple[np.ndarray, np.ndarray,
         n_subjects *= 2
 
 
+def encode_thermal_clips(clips: np.ndarray, *, size: int, steps: int | None, seed: int) -> np.ndarray:
+    """Rate-code thermal clips ``(B, F, H, W)`` in degC into float64 spikes ``(T, B, 1, size, size)``.
+
+    ``steps`` defaults to one step per frame.  With more steps than frames each frame
+    lasts ``ceil(steps / F)`` steps, and the code is cut to ``steps``.
+    """
+    frames = clips.shape[1]
+    steps = frames if steps is None else steps
+    encoder = RateEncoder(size=size, steps_per_frame=max(1, math.ceil(steps / frames)),
+                          value_range=THERMAL_WINDOW_C, seed=seed)
+    return encoder.encode(clips)[:steps].astype(np.float64)
+
+
 def _default_workload(args) -> Workload:
     from neuro.checkpoint import load_snn
-    from neuro.encoding import RateEncoder
     from neuro.model import PulmoSNN, SNNConfig
 
     model = load_snn(args.checkpoint) if args.checkpoint else PulmoSNN(SNNConfig(seed=args.seed))
@@ -97,10 +107,8 @@ def _default_workload(args) -> Workload:
 
     clips, labels, source_text = simulated_clips(args.clips, seed=args.seed)
     frames = clips.shape[1]
-    steps = args.steps if args.steps is not None else frames
-    encoder = RateEncoder(size=config.input_size, steps_per_frame=max(1, math.ceil(steps / frames)),
-                          value_range=THERMAL_WINDOW_C, seed=args.seed)
-    spikes = encoder.encode(clips)[:steps].astype(np.float64)
+    spikes = encode_thermal_clips(clips, size=config.input_size, steps=args.steps, seed=args.seed)
+    steps = spikes.shape[0]
     source = f"checkpoint {args.checkpoint}" if args.checkpoint else f"untrained, seed {args.seed}"
     description = (f"PulmoFusion SNN ({source}) on {args.clips} thermal clips of {frames} frames "
                    f"{clips.shape[2]}x{clips.shape[3]} ({source_text}), rate-coded to {steps} steps of "

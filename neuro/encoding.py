@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# Temperature window mapped to firing probabilities 0..1 for thermal clips: it spans the room
+# background (about 22 degC) to a mask warmed by exhaled air (up to about 40 degC).
+THERMAL_WINDOW_C = (20.0, 40.0)
+
 # ITU-R BT.601 luma weights, for RGB clips.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 

@@ -1,7 +1,9 @@
-"""``python -m hardware export``: the four artefacts, the NIR read-back, and bad input leaving no partial file."""
+"""``python -m hardware export``: the five artefacts, worst-case and calibrated scales, the NIR read-back, and bad input leaving no partial file."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -240,3 +242,122 @@ def test_module_entry_point_usage_error():
                             timeout=120)
     assert result.returncode == 2
     assert "--out" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def simulation_cache(tmp_path_factory):
+    """A private cohort cache, so the calibration clips leave the user's cache untouched."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PULMOFUSION_CACHE", str(tmp_path_factory.mktemp("cohort-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def calibrated(small_checkpoint, simulation_cache, tmp_path_factory):
+    """A calibrated export on two simulated clips: exit code, output folder and printed summary."""
+    _, checkpoint = small_checkpoint
+    out = tmp_path_factory.mktemp("calibrated") / "artefacts"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["export", "--checkpoint", str(checkpoint), "--steps", "8", "--calibration-clips", "2",
+                     "--out", str(out)])
+    return code, out, printed.getvalue()
+
+
+def test_worst_case_export_records_policy(exported):
+    _, out = exported
+    record = json.loads((out / "quantisation.json").read_text())
+    assert record["policy"] == "worst_case"
+    assert record["calibration_clips"] == 0
+    assert record["calibration"] is None
+    assert record["overflow"] is None
+    assert list(record["layers"]) == ["lif1", "pool1_lif", "lif2", "pool2_lif", "lif3", "lif_out"]
+    assert all(layer["row_scales"] is None for layer in record["layers"].values())
+    assert all(layer["scale"] > 0 for layer in record["layers"].values())
+
+
+@pytest.mark.slow
+def test_calibrated_export_records_policy(calibrated):
+    code, out, _ = calibrated
+    assert code == 0
+    assert sorted(path.name for path in out.iterdir()) == sorted(EXPORT_FILES)
+    assert _leftovers(out.parent) == []
+    record = json.loads((out / "quantisation.json").read_text())
+    assert record["policy"] == "calibrated"
+    assert record["calibration_clips"] == 2
+    assert record["calibration"]["steps"] == 8
+    assert record["calibration"]["percentile"] == 100.0
+    assert record["calibration"]["headroom"] == 1.25
+    assert "16x16 spikes" in record["calibration"]["input"]
+    assert record["overflow"]["total"] == sum(event["count"] for event in record["overflow"]["events"])
+
+
+@pytest.mark.slow
+def test_calibrated_scales_differ_from_worst_case(calibrated, exported):
+    worst = json.loads((exported[1] / "quantisation.json").read_text())["layers"]
+    tuned = json.loads((calibrated[1] / "quantisation.json").read_text())["layers"]
+    assert list(tuned) == list(worst)
+    changed = [name for name in worst if tuned[name]["row_scales"][1] != worst[name]["scale"]]
+    assert changed, (worst, tuned)
+    assert all(tuned[name]["row_scales"] is not None for name in tuned)
+
+
+@pytest.mark.slow
+def test_calibrated_summary_names_scales(calibrated):
+    _, out, printed = calibrated
+    record = json.loads((out / "quantisation.json").read_text())
+    assert "fixed-point scales: calibrated on 2 clips (percentile 100, headroom 1.25)" in printed
+    assert f"{record['overflow']['total']} overflow events on them" in printed
+    rows = record["layers"]["lif1"]["row_scales"]
+    assert f"lif1: scale {rows[0]:.6g}..{rows[1]:.6g} per row" in printed
+
+
+@pytest.mark.slow
+def test_calibration_overflow_warned(small_checkpoint, simulation_cache, tmp_path, capsys, monkeypatch):
+    # The small SNN's scales are set by its 8-bit weight grid, so its calibration clips cannot
+    # overflow; an emulator that reports one u wrap stands in for a network that does.
+    from neuro.backends.lava import integer_model
+
+    def emulate_with_wrap(plan, data, **kwargs):
+        event = integer_model.OverflowEvents(layer="lif1", kind="u wrap", count=3, entries=100, first=(2, 0, 5),
+                                             peak=1.5)
+        return integer_model.IntegerRun(raw_spikes={}, raw_voltages={},
+                                        overflow=integer_model.OverflowReport([event]))
+
+    monkeypatch.setattr(integer_model, "emulate", emulate_with_wrap)
+    _, checkpoint = small_checkpoint
+    out = tmp_path / "out"
+    code = main(["export", "--checkpoint", str(checkpoint), "--steps", "8", "--calibration-clips", "2",
+                 "--out", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    record = json.loads((out / "quantisation.json").read_text())
+    assert record["overflow"]["total"] == 3
+    assert record["overflow"]["events"][0]["layer"] == "lif1"
+    assert record["overflow"]["events"][0]["first"] == [2, 0, 5]
+    warning_lines = [line for line in captured.err.splitlines() if "overflow events" in line]
+    assert len(warning_lines) == 1
+    assert warning_lines[0].startswith("warning: the calibrated integer network has 3 overflow events on its 2 "
+                                       "calibration clips: lif1: 3 u wrap events")
+    assert "3 overflow events on them" in captured.out
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--calibration-clips", "-1"], "--calibration-clips must be >= 0"),
+    (["--calibration-clips", "2", "--percentile", "0"], "CalibrationConfig.percentile = 0.0 is invalid"),
+    (["--calibration-clips", "2", "--headroom", "0.5"], "CalibrationConfig.headroom = 0.5 is invalid"),
+])
+def test_invalid_calibration_rejected(small_checkpoint, tmp_path, capsys, options, message):
+    _, checkpoint = small_checkpoint
+    error = _fails(["export", "--checkpoint", str(checkpoint), *options, "--out", str(tmp_path / "out")], capsys)
+    assert message in error
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_calibration_options_without_clips_warned(small_checkpoint, tmp_path, capsys):
+    _, checkpoint = small_checkpoint
+    out = tmp_path / "out"
+    assert main(["export", "--checkpoint", str(checkpoint), "--steps", "8", "--headroom", "2",
+                 "--out", str(out)]) == 0
+    assert "take effect only with --calibration-clips > 0" in capsys.readouterr().err
+    assert json.loads((out / "quantisation.json").read_text())["policy"] == "worst_case"

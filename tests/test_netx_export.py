@@ -240,3 +240,28 @@ def test_calibrated_plan_passed_through(tmp_path):
     lava_fixed = LavaBackend(fixed_point=True, calibration=calibration).run(graph, spikes, DT)
     for name in ("lif", "pool_lif"):
         assert np.array_equal(netx[name], lava_fixed.raw_spikes[name]), name
+
+
+@pytest.mark.slow
+def test_calibrated_export_netx_loads(small_snn, tmp_path, monkeypatch):
+    """A calibrated ``export_snn`` writes a netx file that netx loads and runs like its netx-compatible plan."""
+    from hardware.export import ExportSource, calibrate_source, export_snn
+    from hardware.netx_run import run_netx
+
+    monkeypatch.setenv("PULMOFUSION_CACHE", str(tmp_path / "cohort-cache"))
+    _, graph = small_snn
+    source = ExportSource(graph, DT, "small PulmoSNN")
+    calibration = calibrate_source(source, clips=2, num_steps=8)
+    result = export_snn(tmp_path / "out", source, num_steps=8, calibration=calibration)
+    assert result.netx.plan.policy == "calibrated"
+    assert result.quantisation["policy"] == "calibrated"
+
+    spikes = calibration.spikes
+    export = result.netx
+    netx = run_netx(result.files["network.net"], spikes, reset_interval=export.reset_interval,
+                    reset_offset=export.reset_offset)
+    project = _run_project_plan(export.netx_plan, spikes)
+    assert list(netx) == export.layers
+    for name in export.layers:
+        assert np.array_equal(netx[name], project[name]), name
+    assert netx["lif1"].sum() > 0
