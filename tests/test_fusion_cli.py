@@ -8,15 +8,13 @@ import sys
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 import torch
 
-from cohort.recording import Cycle, Recording
 from cohort.simulator import simulate_cohort, write_metadata_csv
-from cohort.store import CohortStore
-from cohort.store_format import SubjectInfo
 from fusion.cli import main
+
+from fusion_stores import make_tiny_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -47,26 +45,10 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def make_store(path: Path, subjects: int = 6, clips: int = 2, frames: int = 8, size: int = 32) -> Path:
-    """Write a store of ``subjects`` subjects (0 and 4 abnormal) with random thermal clips."""
-    rng = np.random.default_rng(2)
-    with CohortStore.create(path) as store:
-        for number in range(subjects):
-            ratio = 0.55 if number % 4 == 0 else 0.80
-            subject_id = f"S{number:02d}"
-            store.add_subject(subject_id, SubjectInfo(age=45.0, sex="M", height_cm=175.0, fev1_fvc=ratio, pef=7.0,
-                                                      label=int(ratio < 0.7)))
-            recording = Recording(np.full((frames * clips, size, size), 25.0, np.float32), 8.7, "thermal", subject_id)
-            cycles = [Cycle(i * frames, (i + 1) * frames) for i in range(clips)]
-            values = 24.0 + 8.0 * rng.random((clips, frames, size, size))
-            store.add_recording(subject_id, "thermal", recording, cycles, values.astype(np.float32))
-    return path
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cli")
-    make_store(folder / "store.h5")
+    make_tiny_store(folder / "store.h5", subjects=6, clips=2)
     (folder / "tiny.toml").write_text(CONFIG)
     return folder
 

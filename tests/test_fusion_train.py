@@ -10,42 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from cohort.recording import Cycle, Recording
-from cohort.store import CohortStore
-from cohort.store_format import SubjectInfo
 from fusion.checkpoint import CheckpointError, cohort_identity, load_checkpoint, save_checkpoint
 from fusion.config import ConfigError, load_config
 from fusion.evaluate import evaluate_experiment
 from fusion.train import train_experiment
 from neuro.checkpoint import load_snn
 
+from fusion_stores import make_tiny_store
+
 CONFIGS = Path(__file__).resolve().parents[1] / "fusion" / "configs"
 SUBJECTS = 8
 CLIPS_PER_SUBJECT = 3
-
-
-def make_tiny_store(path: Path, frames: int = 8, size: int = 32) -> Path:
-    """Write a store of 8 subjects (2 abnormal) with 3 thermal clips each; abnormal clips warm up slowly."""
-    rng = np.random.default_rng(0)
-    with CohortStore.create(path) as store:
-        for number in range(SUBJECTS):
-            abnormal = number % 4 == 0
-            ratio = 0.55 if abnormal else 0.80
-            pef = 5.0 + rng.uniform(0.0, 4.0)
-            subject_id = f"S{number:02d}"
-            info = SubjectInfo(age=40.0 + number, sex="M" if number % 2 else "F", height_cm=170.0, weight_kg=70.0,
-                               smoking="never", fev1=3.0, fvc=3.0 / ratio, fev1_fvc=ratio, pef=pef, label=int(abnormal))
-            store.add_subject(subject_id, info)
-            recording = Recording(np.full((frames * CLIPS_PER_SUBJECT, size, size), 25.0, np.float32), 8.7, "thermal",
-                                  subject_id)
-            cycles = [Cycle(i * frames, (i + 1) * frames) for i in range(CLIPS_PER_SUBJECT)]
-            time = np.linspace(0.0, 1.0, frames)[:, None, None]
-            level = 24.0 + (8.0 * pef / 9.0) * time ** (2.0 if abnormal else 0.5)
-            clips = level + rng.normal(0.0, 0.3, (CLIPS_PER_SUBJECT, frames, size, size))
-            store.add_recording(subject_id, "thermal", recording, cycles, clips.astype(np.float32),
-                                clip_targets={"pef": np.full(CLIPS_PER_SUBJECT, pef),
-                                              "fev1_fvc": np.full(CLIPS_PER_SUBJECT, ratio)})
-    return path
 
 
 @pytest.fixture(autouse=True, scope="module")
