@@ -5,7 +5,9 @@ With no arguments this
 1. simulates a cohort (``--subjects`` subjects, ``--seed``) with ``python -m cohort simulate``
    and ingests its thermal recordings, then its RGB recordings cut at the thermal cycle
    times (``ingest --cycles-from thermal``), into one cohort store under the cache folder
-   (``$PULMOFUSION_CACHE`` or ``~/.cache/pulmofusion``; reused by later runs);
+   (``$PULMOFUSION_CACHE`` or ``~/.cache/pulmofusion``; reused by later runs).  Every clip
+   lasts ``--window`` seconds from 1 s before its onset, so clip time is real time and a
+   slow obstructed blow looks slower than a fast one;
 2. trains and evaluates ``--config`` (default ``fusion/configs/small.toml``) with 5-fold
    subject-wise cross-validation for every modality and fusion mode (``none`` is the
    single-modal model, ``attention`` the metadata attention, ``concat`` the ablation);
@@ -37,6 +39,7 @@ from fusion.config import ConfigError, ExperimentConfig, load_config
 from fusion.evaluate import evaluate_experiment
 from fusion.train import train_experiment
 from fusion.train_report import PAPER_TARGETS, summary_markdown, summary_rows, plot_summary
+from hardware.workload import CLIP_WINDOW_S
 from neuro.backends import BACKEND_NAMES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "fusion" / "configs" / "small.toml"
@@ -54,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1, help="simulation seed (default: 1)")
     parser.add_argument("--frames", type=int, default=16, help="frames per stored clip (default: 16)")
     parser.add_argument("--size", type=int, default=64, help="stored clip height and width in pixels (default: 64)")
+    parser.add_argument("--window", type=float, default=CLIP_WINDOW_S,
+                        help=f"clip duration in seconds from 1 s before each onset (default: {CLIP_WINDOW_S:g}, "
+                             "as compare_backends.py)")
     parser.add_argument("--modalities", nargs="+", choices=MODALITIES, default=list(MODALITIES))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                         help="fusion modes to train (default: none attention concat)")
@@ -72,10 +78,10 @@ def _run_cohort(arguments: list[str]) -> None:
         raise RuntimeError(f"'python -m cohort {' '.join(arguments)}' failed with exit code {code}")
 
 
-def simulated_store(subjects: int, seed: int, frames: int, size: int) -> Path:
-    """Simulate the cohort and ingest it once; return the store path (cached by all four values)."""
+def simulated_store(subjects: int, seed: int, frames: int, size: int, window_s: float) -> Path:
+    """Simulate the cohort and ingest it once; return the store path (cached by all five values)."""
     folder = default_cache_root() / f"train-cohort-{subjects}s-seed{seed}"
-    store = folder / f"clips-{frames}f-{size}px.h5"
+    store = folder / f"clips-{frames}f-{size}px-{window_s:g}s.h5"
     done = store.with_suffix(".complete")
     if done.is_file() and store.is_file():
         return store
@@ -84,7 +90,7 @@ def simulated_store(subjects: int, seed: int, frames: int, size: int) -> Path:
         print(f"simulating {subjects} subjects into {recordings}", file=sys.stderr)
         _run_cohort(["simulate", "--out", str(recordings), "--subjects", str(subjects), "--seed", str(seed)])
     common = ["ingest", "--metadata", str(recordings / "metadata.csv"), "--recordings", str(recordings),
-              "--store", str(store), "--frames", str(frames), "--size", str(size)]
+              "--store", str(store), "--frames", str(frames), "--size", str(size), "--window", str(window_s)]
     print(f"ingesting thermal and RGB clips into {store}", file=sys.stderr)
     _run_cohort(common + ["--modality", "thermal"])
     _run_cohort(common + ["--modality", "rgb", "--cycles-from", "thermal"])
@@ -106,7 +112,7 @@ def run(args) -> dict:
             raise ValueError(f"store {args.store} not found; check the path or leave out --store")
         store = args.store
     else:
-        store = simulated_store(args.subjects, args.seed, args.frames, args.size)
+        store = simulated_store(args.subjects, args.seed, args.frames, args.size, args.window)
 
     experiments = []
     started = time.perf_counter()
