@@ -51,6 +51,15 @@ DEFAULT_MAX_RECORD_BYTES = 256 * 2**20
 FIXED_INPUT_MAX = 2**23 - 1
 
 
+# The worst-case policy bounds one step's input current, not the voltage summed over many
+# steps; the calibrated policy sizes both from the calibration clips.
+_OVERFLOW_ADVICE = {
+    "worst_case": "The worst-case scales bound one step's input current but not the voltage summed over many steps; "
+                  "calibrate the scales (calibration=...), which also sizes the voltage",
+    "calibrated": "Calibrate on clips at least as strong as this input, or raise the headroom",
+}
+
+
 @dataclass
 class LavaRun(BackendRun):
     """A ``BackendRun`` plus Lava's unshifted records and the fixed-point report.
@@ -140,7 +149,7 @@ class LavaBackend(Backend):
         warnings.warn(
             f"{self.name} ({plan.policy} scales): {emulated.overflow.total} wrap/saturation events, first "
             f"{events[0].summary()}; the fixed-point spikes differ from an unbounded integer run there. "
-            f"Calibrate on stronger input, raise the headroom or use the worst-case scales",
+            f"{_OVERFLOW_ADVICE[plan.policy]}",
             RuntimeWarning, stacklevel=3,
         )
 
