@@ -85,13 +85,18 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _number_text(value: object) -> str:
+    """Format a prediction value: integers (frames, classes) as they are, floats with 3 decimals."""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _predict(args) -> int:
     from fusion.predict import predict_recording
 
     report = predict_recording(args.run, args.recording, args.metadata, args.subject, fps=args.fps,
                                out_dir=args.out)
     for cycle in report["cycles"]:
-        values = ", ".join(f"{name} {value:.3f}" for name, value in cycle.items() if name != "cycle")
+        values = ", ".join(f"{name} {_number_text(value)}" for name, value in cycle.items() if name != "cycle")
         print(f"cycle {cycle['cycle']}: {values}")
     print("patient: " + ", ".join(f"{name} {value}" for name, value in report["patient"].items()))
     print(f"wrote {report['path']}")
@@ -118,3 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = "; run the same command again to resume from the last finished epoch" if args.command == "train" else ""
+        print(f"interrupted{resume}", file=sys.stderr)
+        return 130

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tomllib
@@ -229,8 +230,8 @@ def _check_type(key: str, value: object, kind: object) -> object:
             raise _invalid(key, value, "an integer")
         return value
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _invalid(key, value, "a number")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise _invalid(key, value, "a finite number")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
@@ -285,6 +286,21 @@ def _build_snn(values: dict) -> SNNBranchConfig:
                                  r"snn.\1 = \2 is invalid: it must be", str(error))) from None
 
 
+def _load_yaml(text: str) -> dict:
+    """Parse YAML with the safe loader, rejecting a key repeated within one mapping (as TOML does)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key_node, deep=deep) for key_node, _ in node.value]
+            repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+            if repeated:
+                raise ConfigError(f"key {repeated[0]!r} appears more than once in one section; keep one")
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader) or {}
+
+
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
     """Read and check a configuration file (``.toml``, ``.yaml`` or ``.yml``)."""
     path = Path(path)
@@ -297,17 +313,17 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         if suffix == ".toml":
             values = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
+            values = _load_yaml(text)
         else:
             raise ConfigError(f"configuration file {path} has suffix {suffix!r}; use .toml, .yaml or .yml")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
     except ImportError:
         raise ConfigError(f"reading {path} needs PyYAML, which is not installed; use a .toml file") from None
-    except ConfigError:
-        raise
+    except ConfigError as error:
+        if str(error).startswith(f"configuration file {path}"):
+            raise
+        raise ConfigError(f"{path}: {error}") from None
     except Exception as error:  # yaml.YAMLError and OSError
         raise ConfigError(f"{path} could not be read as {suffix[1:].upper()}: {error}") from None
     try:

@@ -62,6 +62,10 @@ def predict_recording(run_dir: str | os.PathLike, recording_path: str | os.PathL
     subject_key = normalize_subject_id(subject_id)
     info = _subject_row(Path(metadata_path), subject_key)
 
+    named_subject, separator, _ = Path(recording_path).name.partition("_")
+    if separator and normalize_subject_id(named_subject) != subject_key:
+        warnings.warn(f"recording {recording_path} is named for subject {normalize_subject_id(named_subject)}, not "
+                      f"{subject_key}; check that --subject names this recording's metadata row", stacklevel=2)
     recording = read_recording(recording_path, modality=config.data.modality, subject_id=subject_key, fps=fps)
     cycles = segment(recording).cycles
     if not cycles:

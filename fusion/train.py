@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -210,6 +211,10 @@ def train_fold(config: ExperimentConfig, arrays: CohortArrays, branch: str, fold
             optimizer.step()
             epoch_loss += all_sum(float(loss_sum.detach()), process)
             bar.update(1)
+        if not math.isfinite(epoch_loss):
+            # Raised before saving, so last.pt keeps the last finite epoch.
+            raise ValueError(f"{branch} fold {fold}, epoch {epoch + 1}: the training loss is {epoch_loss}; lower "
+                             f"training.lr (now {config.training.lr:g}) or check the clips for extreme values")
         epoch_seconds = time.perf_counter() - started
         seconds += epoch_seconds
         history.append({"epoch": epoch + 1, "loss": epoch_loss / len(train_index), "seconds": epoch_seconds})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,8 +131,30 @@ def test_train_evaluate_predict(workspace, tmp_path, capsys):
         assert 0.0 <= cycle["snn_abnormal_probability"] <= 1.0
         assert cycle["x3d_class"] == int(cycle["fev1_fvc"] < 0.70)
     assert report["patient"]["x3d_class"] == int(report["patient"]["fev1_fvc"] < 0.70)
-    assert "patient: subject SIM0001" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "patient: subject SIM0001" in output
+    assert re.search(r"cycle 0: start_frame \d+, end_frame \d+, snn_abnormal_probability \d\.\d{3}, snn_class [01],",
+                     output)
+
+    renamed = tmp_path / "SIM0002_thermal.h5"
+    shutil.copy(recording, renamed)
+    with pytest.warns(UserWarning, match="is named for subject SIM0002, not SIM0001"):
+        assert main(["predict", "--run", str(run), "--recording", str(renamed), "--metadata", str(metadata),
+                     "--subject", "SIM0001", "--out", str(tmp_path / "renamed")]) == 0
 
     assert main(["predict", "--run", str(run), "--recording", str(recording), "--metadata", str(metadata),
                  "--subject", "S99"]) == 2
     assert "no row for subject 'S99'" in capsys.readouterr().err
+
+
+def test_interrupt_prints_one_line(workspace, monkeypatch, capsys):
+    import fusion.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fusion.train, "train_experiment", interrupted)
+    code = main(["train", "--config", str(workspace / "tiny.toml"), "--store", str(workspace / "store.h5"),
+                 "--out", str(workspace / "interrupted")])
+    assert code == 130
+    assert capsys.readouterr().err == "interrupted; run the same command again to resume from the last finished epoch\n"

@@ -87,3 +87,18 @@ def test_label_rule_lln_accepted():
     config = ExperimentConfig.from_dict({"data": {"label": "lln", "modality": "rgb"}})
     assert config.data.label == "lln"
     assert config.data.modality == "rgb"
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_number_rejected(tmp_path, value):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[training]\nlr = {value}\n")
+    with pytest.raises(ConfigError, match=r"training\.lr = .* is invalid: it must be a finite number"):
+        load_config(path)
+
+
+def test_yaml_repeated_key_rejected(tmp_path):
+    path = tmp_path / "repeated.yaml"
+    path.write_text("data:\n  modality: thermal\n  modality: rgb\n")
+    with pytest.raises(ConfigError, match=r"repeated\.yaml: key 'modality' appears more than once"):
+        load_config(path)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fusion.checkpoint import CheckpointError, cohort_identity, load_checkpoint, save_checkpoint
-from fusion.config import ConfigError, load_config
+from fusion.config import ConfigError, ExperimentConfig, load_config
 from fusion.evaluate import evaluate_experiment
 from fusion.train import train_experiment
 from neuro.checkpoint import load_snn
@@ -173,3 +173,15 @@ def test_other_cohort_and_config_rejected(trained_run, tiny_store, tiny_config, 
         **tiny_config.to_dict()["training"], "lr": 0.5}})
     with pytest.raises(ConfigError, match="another configuration"):
         train_experiment(changed, tiny_store, copy, progress=False)
+
+
+def test_non_finite_loss_stops_training(tiny_store, tiny_config, tmp_path):
+    values = tiny_config.to_dict()
+    values["training"].update(branches=["x3d"], lr=1e30)
+    config = ExperimentConfig.from_dict(values)
+    with pytest.raises(ValueError, match=r"x3d fold 0, epoch \d: the training loss is (nan|inf); lower training.lr"):
+        train_experiment(config, tiny_store, tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "thermal" / "x3d" / "fold0" / "last.pt"
+    if last.exists():
+        state = load_checkpoint(last)
+        assert all(torch.isfinite(tensor).all() for tensor in state["model"].values() if tensor.is_floating_point())
