@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from cohort.command_line import (OneLineErrorParser, UsageError, configure_logging, parse_arguments,
+                                 prepare_output_folder)
 from cohort.files import atomic_write
 from hardware.calibration_input import add_calibration_options
 from hardware.workload import WorkloadError, prepare_workload
@@ -36,26 +36,15 @@ from neuro.agreement import compare_runs
 from neuro.backends import BackendMappingError, UnsupportedNodeError
 from neuro.backends.lava import LavaBackend
 from neuro.backends.lava.calibration import POLICIES, CalibrationConfig, calibrate
-from neuro.checkpoint import CheckpointError
+from neuro.checkpoint import CheckpointError, load_snn
 
 DEFAULT_CLIPS = 8
 DEFAULT_CALIBRATION_CLIPS = 4
 BAD_INPUT_ERRORS = (UnsupportedNodeError, BackendMappingError, CheckpointError, WorkloadError, ValueError)
 
 
-class UsageError(ValueError):
-    """A command-line value that is out of range or unknown."""
-
-
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(prog="python benchmarks/fixed_point.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineErrorParser(prog="python benchmarks/fixed_point.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="trained PulmoFusion SNN checkpoint (from save_snn)")
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS,
                         help=f"simulated clips compared (default: {DEFAULT_CLIPS})")
@@ -95,12 +84,6 @@ def _check_args(args: argparse.Namespace) -> None:
         percentile=args.percentile, headroom=args.headroom, fill_weight_grid=not args.no_fill_grid,
         per_row_scales=not args.no_per_row, balanced_rounding=not args.no_balanced_rounding,
     )
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.out):
-            pass
-    except OSError as error:
-        raise UsageError(f"--out {args.out} cannot be written ({error.strerror}); choose a writable folder") from None
 
 
 def _classes(output: np.ndarray) -> np.ndarray:
@@ -257,15 +240,15 @@ def write_results(results: dict, out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # --help, or a usage error already printed as one line
-        return int(exit_request.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    args = parse_arguments(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    configure_logging(args.verbose)
     try:
         _check_args(args)
+        if args.checkpoint is not None:
+            load_snn(args.checkpoint)  # a bad checkpoint fails here, before --out is created
+        prepare_output_folder(args.out)
         results = execute(args)
         paths = write_results(results, args.out)
     except BAD_INPUT_ERRORS as error:

@@ -13,6 +13,8 @@ import numpy as np
 
 # A crossover further than this factor beyond the largest measured value is not extrapolated.
 EXTRAPOLATION_LIMIT = 100.0
+# Fewest distinct input sizes a power law is fitted to.
+MIN_FIT_POINTS = 3
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ class PowerLawFit:
 def fit_power_law(work, cost) -> PowerLawFit:
     """Fit ``cost = a * work ** b`` with ``numpy.polyfit`` of degree 1 in log-log space.
 
-    Needs at least two distinct positive ``work`` values and positive costs; otherwise
-    the fit is empty and ``reason`` gives the cause.
+    Needs at least ``MIN_FIT_POINTS`` distinct positive ``work`` values (a line through
+    two points fits them exactly and says nothing about the trend) and positive costs;
+    otherwise the fit is empty and ``reason`` gives the cause.
     """
     work = np.asarray(work, dtype=np.float64)
     cost = np.asarray(cost, dtype=np.float64)
@@ -46,8 +49,12 @@ def fit_power_law(work, cost) -> PowerLawFit:
         raise ValueError(f"work and cost must be 1-D arrays of the same length, got {work.shape} and {cost.shape}")
     if np.any(work <= 0) or np.any(cost <= 0) or not np.all(np.isfinite(cost)):
         return PowerLawFit(None, None, None, len(work), "a work or cost value is zero, negative or not finite")
-    if len(np.unique(work)) < 2:
+    distinct = len(np.unique(work))
+    if distinct < 2:
         return PowerLawFit(None, None, None, len(work), "the input size does not change along this axis")
+    if distinct < MIN_FIT_POINTS:
+        return PowerLawFit(None, None, None, len(work),
+                           f"only {distinct} input sizes were measured; a trend needs at least {MIN_FIT_POINTS}")
     log_work, log_cost = np.log(work), np.log(cost)
     slope, intercept = np.polyfit(log_work, log_cost, 1)
     residual = log_cost - (slope * log_work + intercept)
@@ -99,11 +106,14 @@ def find_crossover(axis: str, axis_values, ratios, *, ratio_name: str = "loihi_t
                              f"the SNN stops being cheaper at {axis} of about {value:.3g} (interpolated)")
 
     fit = fit_power_law(x, r)
-    if fit.exponent is None or fit.exponent <= 0:
-        slope = "not fitted" if fit.exponent is None else f"{fit.exponent:.3f}"
+    if fit.exponent is None:
+        return Crossover(axis, ratio_name, "none", None, None,
+                         f"the SNN is cheaper at every measured {axis}; no trend is fitted ({fit.reason}), so "
+                         "nothing is said beyond the measured range")
+    if fit.exponent <= 0:
         return Crossover(axis, ratio_name, "none", None, fit.exponent,
-                         f"the ratio does not grow with {axis} (exponent {slope}), so the SNN stays cheaper "
-                         "along this axis")
+                         f"the ratio does not grow with {axis} (exponent {fit.exponent:.3f}), so the SNN stays "
+                         "cheaper along this axis")
     value = float((1.0 / fit.coefficient) ** (1.0 / fit.exponent))
     factor = value / x[-1]
     trend = f"ratio ~ {axis}^{fit.exponent:.2f} (R^2 {fit.r_squared:.3f})"

@@ -174,3 +174,13 @@ def test_price_uses_user_table(tmp_path):
     assert energy["cnn_45nm_fp32_pj"] == pytest.approx(50 * 4.6)
     assert energy["loihi_to_cnn_fp32"] == pytest.approx((1000 * 10.0 + 100 * 81.0) / (50 * 4.6))
     assert "loihi_sop_pj" in energy["caveats"]
+
+
+def test_two_points_give_no_trend():
+    fit = fit_power_law([10.0, 20.0], [1.0, 4.0])
+    assert fit.exponent is None
+    assert fit.reason == "only 2 input sizes were measured; a trend needs at least 3"
+    crossover = find_crossover("frames", [10.0, 20.0], [0.1, 0.4])
+    assert crossover.kind == "none"
+    assert crossover.axis_value is None
+    assert "no trend is fitted" in crossover.text

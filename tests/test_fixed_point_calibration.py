@@ -287,3 +287,15 @@ def test_benchmark_help_and_bad_options(tmp_path, capsys):
     assert benchmark.main(["--out", str(blocker)]) == 2
     assert "is an existing file" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_benchmark_bad_checkpoint_leaves_no_folder(tmp_path, capsys):
+    import torch
+
+    benchmark = _benchmark_module()
+    checkpoint = tmp_path / "plain.pt"
+    torch.save({"a": 1}, checkpoint)
+    out = tmp_path / "out"
+    assert benchmark.main(["--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert str(checkpoint) in capsys.readouterr().err
+    assert not out.exists()
