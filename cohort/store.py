@@ -75,9 +75,9 @@ _FRAME_CHUNK_BYTES = 1 << 20
 def open_store_file(path: Path, mode: str) -> h5py.File:
     """Open ``path`` with h5py and check that it is a cohort store this code can read."""
     if not path.is_file():
-        raise FileNotFoundError(f"cohort store {path} not found; create it with CohortStore.create({str(path)!r})")
+        raise FileNotFoundError(f"cohort store {path} not found; build one with python -m cohort ingest")
     if not h5py.is_hdf5(path):
-        raise StoreError(f"{path} is not an HDF5 file; pass the path of a cohort store made by CohortStore.create")
+        raise StoreError(f"{path} is not an HDF5 file; pass a cohort store built by python -m cohort ingest")
     try:
         handle = h5py.File(path, mode)
     except OSError as error:
@@ -86,6 +86,9 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
             "so restore it from a backup or rebuild it with cohort.store_ingest.ingest"
         ) from error
     try:
+        if "format" not in handle.attrs:
+            raise StoreError(f"{path} is HDF5 but not a cohort store (it has no 'format' attribute); pass a store "
+                             "built by python -m cohort ingest")
         name = read_attr(handle, "format", path, kind="S")
         if name != FORMAT_NAME:
             raise StoreError(f"{path} is HDF5 but not a cohort store (format {name!r}, expected {FORMAT_NAME!r})")

@@ -223,6 +223,8 @@ def _staging_folder(out_dir: Path) -> Path:
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"cannot export to {out_dir}: it is a file, not a folder; choose another --out")
+    if parent.exists() and not parent.is_dir():
+        raise ExportError(f"cannot export to {out_dir}: {parent} is a file, not a folder; choose another --out")
     if not parent.is_dir():
         raise ExportError(f"cannot export to {out_dir}: its parent folder {parent} does not exist; create it first")
     folder = out_dir if out_dir.is_dir() else parent
@@ -288,7 +290,7 @@ def export_snn(out_dir: str | os.PathLike, source: ExportSource, *, num_steps: i
     if not report.fits:
         advice = "; ".join(report.advice) or "reduce the network"
         if not allow_oversize:
-            raise ExportError(f"the network does not fit {chip_name}: {advice}. Nothing was written; "
+            raise ExportError(f"the network does not fit {chip_name}: {advice.rstrip('.')}. Nothing was written; "
                               "pass --allow-oversize to export anyway")
         warnings.warn(f"the network does not fit {chip_name}: {advice}", stacklevel=2)
         notes.append(f"Does not fit {chip_name}: {advice}.")

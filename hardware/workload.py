@@ -105,6 +105,10 @@ def _default_workload(args) -> Workload:
                      "neurons (tau = the built dt) are no longer memoryless: with dt < tau they leak, with dt > tau "
                      "forward Euler overshoots")
 
+    if args.checkpoint:
+        notes.append("accuracy is measured on the default simulated clips below, which may share subjects with the "
+                     "cohort the checkpoint was trained on and differ from its training clips in length and size; "
+                     "benchmarks/train_models.py gives held-out accuracy on every backend")
     clips, labels, source_text = simulated_clips(args.clips, seed=args.seed)
     frames = clips.shape[1]
     spikes = encode_thermal_clips(clips, size=config.input_size, steps=args.steps, seed=args.seed)

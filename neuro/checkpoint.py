@@ -53,6 +53,9 @@ def load_snn(path: str | os.PathLike) -> PulmoSNN:
             "safety; only files written by save_snn are accepted"
         ) from None
 
+    if isinstance(payload, dict) and payload.get("format") == "pulmofusion-model":
+        raise CheckpointError(f"{path} is a fusion model checkpoint (last.pt); pass the snn.pt next to it, which "
+                              "holds the SNN weights alone")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a PulmoFusion SNN checkpoint (no format '{FORMAT}')")
     version = payload.get("format_version")

@@ -277,7 +277,7 @@ def test_bad_files_raise_store_error(tmp_path, store_path):
         del handle["subjects"]
 
     cases = [(text, "not an HDF5 file"), (truncated, "truncated or damaged"), (newer, "upgrade PulmoFusion"),
-             (foreign, "lacks attribute 'format'"), (hollow, "lacks 'subjects'")]
+             (foreign, "it has no 'format' attribute"), (hollow, "lacks 'subjects'")]
     for path, message in cases:
         with pytest.raises(StoreError, match=message) as caught:
             CohortStore.open(path)
@@ -286,7 +286,7 @@ def test_bad_files_raise_store_error(tmp_path, store_path):
         assert len(problems) == 1
         assert message in problems[0]
 
-    with pytest.raises(FileNotFoundError, match="CohortStore.create"):
+    with pytest.raises(FileNotFoundError, match="build one with python -m cohort ingest"):
         CohortStore.open(tmp_path / "absent.h5")
     with pytest.raises(StoreError, match="already exists"):
         CohortStore.create(store_path)

@@ -123,6 +123,14 @@ def test_corrupt_checkpoint(capsys, tmp_path):
     assert "snn.pt" in _bad_input(capsys, ["--checkpoint", str(path)])
 
 
+def test_fusion_checkpoint_points_to_snn(capsys, tmp_path):
+    import torch
+
+    path = tmp_path / "last.pt"
+    torch.save({"format": "pulmofusion-model", "format_version": 1}, path)
+    assert "pass the snn.pt next to it" in _bad_input(capsys, ["--checkpoint", str(path)])
+
+
 def test_foreign_graph_runs_and_reports(tmp_path, one_neuron_files, capsys):
     graph, csv = one_neuron_files
     out = tmp_path / "out"

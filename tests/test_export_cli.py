@@ -178,7 +178,7 @@ def test_out_below_a_file_rejected(small_checkpoint, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     error = _fails(["export", "--checkpoint", str(checkpoint), "--out", str(blocker / "out")], capsys)
-    assert "does not exist" in error
+    assert f"{blocker} is a file, not a folder; choose another --out" in error
     error = _fails(["export", "--checkpoint", str(checkpoint), "--out", str(blocker)], capsys)
     assert "is a file, not a folder" in error
     assert blocker.read_text() == "x"
