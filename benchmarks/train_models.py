@@ -17,8 +17,9 @@ With no arguments this
    ``--out``, beside each experiment's own folder of checkpoints, tables and plots.
 
 Every number comes from this run, except folds already trained in ``--out`` by an earlier
-run with the same configuration: those are reused, and their training time is the one
-recorded then.  Exit code 2 means bad input, and the message names what to fix.
+run with the same configuration: those are reused, and the training time shown is the one
+their checkpoints recorded, epoch by epoch, when they were trained.  Baselines that use no
+video (``fusion/baselines.py``) are scored on the same folds.  Exit code 2 means bad input, and the message names what to fix.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from cohort.command_line import OneLineErrorParser, configure_logging, parse_arg
 from cohort.files import atomic_write
 from cohort.sim_cache import default_cache_root
 from fusion.backend_accuracy import backend_accuracy
-from fusion.checkpoint import CheckpointError
+from fusion.baselines import fold_baselines
+from fusion.checkpoint import CheckpointError, load_checkpoint
 from fusion.config import ConfigError, ExperimentConfig, load_config
 from fusion.evaluate import evaluate_experiment
-from fusion.train import train_experiment
+from fusion.train import fold_dir, train_experiment
 from fusion.train_report import PAPER_TARGETS, summary_markdown, summary_rows, plot_summary
 from hardware.workload import CLIP_WINDOW_S
 from neuro.backends import BACKEND_NAMES
@@ -105,6 +107,15 @@ def experiment_config(base: ExperimentConfig, modality: str, mode: str) -> Exper
     return ExperimentConfig.from_dict(values)
 
 
+def training_seconds(run_dir: Path, config: ExperimentConfig, branch: str) -> float:
+    """Return the training time of all folds of ``branch`` as recorded epoch by epoch in their checkpoints."""
+    total = 0.0
+    for fold in range(config.data.folds):
+        state = load_checkpoint(fold_dir(run_dir, config.data.modality, branch, fold) / "last.pt")
+        total += sum(epoch["seconds"] for epoch in state["history"])
+    return total
+
+
 def run(args) -> dict:
     base = load_config(args.config)
     if args.store is not None:
@@ -115,22 +126,25 @@ def run(args) -> dict:
         store = simulated_store(args.subjects, args.seed, args.frames, args.size, args.window)
 
     experiments = []
+    baselines: dict[str, dict] = {}
     started = time.perf_counter()
     for modality in args.modalities:
         for mode in args.modes:
             config = experiment_config(base, modality, mode)
             run_dir = args.out / f"{modality}-{mode}"
             print(f"[{modality}, fusion {mode}] training into {run_dir}", file=sys.stderr)
-            trained = train_experiment(config, store, run_dir, resume=not args.no_resume)
+            train_experiment(config, store, run_dir, resume=not args.no_resume)
             evaluation = evaluate_experiment(run_dir, store)
             entry = {"modality": modality, "mode": mode, "run_dir": str(run_dir),
-                     "training_seconds": {branch: sum(f.seconds for f in trained.folds if f.branch == branch)
+                     "training_seconds": {branch: training_seconds(run_dir, config, branch)
                                           for branch in config.training.branches},
                      "evaluation": {branch: value["summary"] for branch, value in evaluation["branches"].items()}}
+            if modality not in baselines:
+                baselines[modality] = fold_baselines(run_dir, store, modality=modality, label=config.data.label)
             if args.backends and "snn" in config.training.branches:
                 entry["backends"] = backend_accuracy(run_dir, store, args.backends)
             experiments.append(entry)
-    return {"config": str(args.config), "store": str(store), "experiments": experiments,
+    return {"config": str(args.config), "store": str(store), "experiments": experiments, "baselines": baselines,
             "paper_targets": PAPER_TARGETS, "seconds": time.perf_counter() - started}
 
 

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cohort.folds import normalize_subject_id
-from cohort.metadata import EQUATIONS, SubjectMetadata, reference_values
+from cohort.metadata import EQUATIONS, ReferenceValues, SubjectMetadata, reference_values
 from cohort.store import CohortStore, open_store_file
 from cohort.store_format import FIXED_RATIO, SubjectInfo, read_dataset
 
@@ -88,6 +88,24 @@ def measured_ratio(subject_id: str, info: SubjectInfo) -> float:
     )
 
 
+def subject_reference_values(subject_id: str, info: SubjectInfo, equations: str = "gli_global") -> ReferenceValues:
+    """Return the predicted values and lower limits of normal of a stored subject.
+
+    The store keeps no ethnicity, so GLI-2012 uses its "Other/mixed" equations and
+    Hankinson's PEF its Caucasian one.  Raises ValueError when the subject's age or height
+    lies outside the adult limits of ``cohort.metadata.LIMITS`` (age 18-100 years, height
+    120-220 cm).
+    """
+    try:
+        subject = SubjectMetadata(
+            subject_id=subject_id, age=info.age, sex=info.sex, height=info.height_cm,
+            weight=_UNUSED_WEIGHT_KG, smoking="never",
+        )
+    except ValueError as error:
+        raise ValueError(f"subject {subject_id!r} cannot get reference values: {error}") from error
+    return reference_values(subject, equations)
+
+
 def lln_label(subject_id: str, info: SubjectInfo, equations: str = "gli_global") -> int:
     """Return 1 when the subject's measured FEV1/FVC is below its lower limit of normal, else 0.
 
@@ -98,14 +116,7 @@ def lln_label(subject_id: str, info: SubjectInfo, equations: str = "gli_global")
     ``cohort.metadata.LIMITS`` (age 18-100 years, height 120-220 cm).
     """
     ratio = measured_ratio(subject_id, info)
-    try:
-        subject = SubjectMetadata(
-            subject_id=subject_id, age=info.age, sex=info.sex, height=info.height_cm,
-            weight=_UNUSED_WEIGHT_KG, smoking="never",
-        )
-    except ValueError as error:
-        raise ValueError(f"subject {subject_id!r} cannot get a lower limit of normal: {error}") from error
-    lower_limit = reference_values(subject, equations).lln["fev1_fvc"]
+    lower_limit = subject_reference_values(subject_id, info, equations).lln["fev1_fvc"]
     return int(ratio < lower_limit)
 
 

@@ -34,6 +34,11 @@ COLUMNS = (
     ("PEF MAE (L/s)", "pef_mae_l_s"),
     ("FEV1/FVC MAE (points)", "fev1_fvc_mae_points"),
 )
+BASELINE_NAMES = {
+    "majority_class": "baseline: training majority class",
+    "training_mean": "baseline: training mean",
+    "reference_equation": "baseline: reference equation (PEF)",
+}
 MODE_NAMES = {"none": "single-modal", "attention": "multi-modal, attention", "concat": "multi-modal, concatenation"}
 
 
@@ -89,6 +94,11 @@ def summary_markdown(results: dict, rows: list[dict]) -> str:
         cells = " | ".join(_cell(row.get(key)) for _, key in COLUMNS)
         lines.append(f"| {row['modality']} | {row['branch'].upper()} | {MODE_NAMES[row['mode']]} | {cells} | "
                      f"{row['training_minutes']:.1f} |")
+    for modality, baselines in results.get("baselines", {}).items():
+        for name, summary in baselines.items():
+            cells = " | ".join(_cell((summary[key]["mean"], summary[key]["std"])) if key in summary else "–"
+                               for _, key in COLUMNS)
+            lines.append(f"| {modality} | no video | {BASELINE_NAMES[name]} | {cells} | – |")
     lines += _backend_table(results)
     lines += ["", "Figures the paper reports for its clinical cohort (not measured here): "
               + "; ".join(f"{name} {value:g}" for name, value in PAPER_TARGETS.items()) + ".",

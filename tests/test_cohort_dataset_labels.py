@@ -76,5 +76,5 @@ def test_lln_without_measured_ratio(tmp_path):
 
 
 def test_lln_rejects_child(tmp_path):
-    with pytest.raises(ValueError, match=r"subject 'CHILD' cannot get a lower limit of normal: SubjectMetadata.age = 12"):
+    with pytest.raises(ValueError, match=r"subject 'CHILD' cannot get reference values: SubjectMetadata.age = 12"):
         lln_label("CHILD", SubjectInfo(age=12, sex="F", height_cm=150, fev1_fvc=0.8))

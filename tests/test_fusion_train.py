@@ -185,3 +185,17 @@ def test_non_finite_loss_stops_training(tiny_store, tiny_config, tmp_path):
     if last.exists():
         state = load_checkpoint(last)
         assert all(torch.isfinite(tensor).all() for tensor in state["model"].values() if tensor.is_floating_point())
+
+
+def test_baselines_on_trained_folds(trained_run, tiny_store):
+    from fusion.baselines import fold_baselines
+
+    out, _ = trained_run
+    baselines = fold_baselines(out, tiny_store, modality="thermal", label="fixed_ratio")
+    folds = json.loads((out / "folds.json").read_text())["folds"]
+    # Subjects S00 and S04 are abnormal; the training majority is normal in every fold.
+    expected = [sum(1 for subject in fold["test"] if subject not in ("S00", "S04")) / len(fold["test"])
+                for fold in folds]
+    assert baselines["majority_class"]["per_patient_accuracy"]["values"] == pytest.approx(expected)
+    assert baselines["training_mean"]["fev1_fvc_mae_points"]["mean"] > 0.0
+    assert 0.0 < baselines["reference_equation"]["pef_relative_rmse"]["mean"] < 1.0
