@@ -200,4 +200,3 @@ def test_bad_subject_arguments_rejected():
         generate_clips(2, seed=0, clips_per_subject=0)
     with pytest.raises(ValueError, match="abnormal_fraction"):
         generate_clips(2, seed=0, abnormal_fraction=1.5)
-
