@@ -191,7 +191,7 @@ def load_chip_limits(path: str | os.PathLike, *, base: str | ChipLimits = "loihi
             raise ChipLimitsError(f"unknown base chip {base!r}; choose from {', '.join(CHIPS)}", key="base")
         base = CHIPS[base]
     path = Path(path)
-    data = read_json_object(path, what="chip limits file", contents="limit names to values", error=ChipLimitsError)
+    data = read_json_object(path, file_kind="chip limits file", contents="limit names to values", error=ChipLimitsError)
     known = {f.name for f in fields(ChipLimits)} & ({"name"} | set(LIMIT_FIELDS))
     changes: dict[str, object] = {}
     sources, confidence = dict(base.sources), dict(base.confidence)

@@ -107,11 +107,11 @@ def default_energy_table() -> EnergyTable:
     return {constant.key: constant for constant in DEFAULT_CONSTANTS}
 
 
-def read_json_object(path: Path, *, what: str, contents: str, error: type | None = None) -> dict:
+def read_json_object(path: Path, *, file_kind: str, contents: str, error: type | None = None) -> dict:
     """Read a JSON object from ``path``, rejecting repeated keys.
 
-    ``what`` names the file in messages ("energy table file"), ``contents`` says what the
-    object maps ("constant keys to values"), and ``error`` is the exception raised, called
+    ``file_kind`` names the file in messages ("energy table file"), ``contents`` describes
+    what the object maps ("constant keys to values"), and ``error`` is the exception raised, called
     as ``error(message, path=..., key=...)`` (``EnergyTableError`` by default).
     """
     error = error or EnergyTableError
@@ -120,21 +120,21 @@ def read_json_object(path: Path, *, what: str, contents: str, error: type | None
         keys = [key for key, _ in pairs]
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
-            raise error(f"{what} {path}: key {duplicates[0]!r} appears more than once; keep one entry per key",
+            raise error(f"{file_kind} {path}: key {duplicates[0]!r} appears more than once; keep one entry per key",
                         path=path, key=duplicates[0])
         return dict(pairs)
 
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as problem:
-        raise error(f"cannot read {what} {path}: {problem}", path=path) from None
+        raise error(f"cannot read {file_kind} {path}: {problem}", path=path) from None
     try:
         data = json.loads(text, object_pairs_hook=reject_duplicates)
     except json.JSONDecodeError as problem:
-        raise error(f"{what} {path} is not valid JSON: {problem.msg} at line {problem.lineno}, "
+        raise error(f"{file_kind} {path} is not valid JSON: {problem.msg} at line {problem.lineno}, "
                     f"column {problem.colno}", path=path) from None
     if not isinstance(data, dict):
-        raise error(f"{what} {path} must contain a JSON object mapping {contents}, found {type(data).__name__}",
+        raise error(f"{file_kind} {path} must contain a JSON object mapping {contents}, found {type(data).__name__}",
                     path=path)
     return data
 
@@ -195,7 +195,7 @@ def load_energy_table(path: str | os.PathLike | None = None) -> EnergyTable:
     if path is None:
         return table
     path = Path(path)
-    data = read_json_object(path, what="energy table file", contents="constant keys to values")
+    data = read_json_object(path, file_kind="energy table file", contents="constant keys to values")
     for key, entry in data.items():
         if key not in table:
             raise EnergyTableError(f"energy table file {path}: unknown key {key!r}; allowed keys are "

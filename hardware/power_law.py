@@ -13,7 +13,7 @@ import numpy as np
 
 # A crossover further than this factor beyond the largest measured value is not extrapolated.
 EXTRAPOLATION_LIMIT = 100.0
-# Fewest distinct input sizes a power law is fitted to.
+# Minimum number of distinct input sizes a power law is fitted to.
 MIN_FIT_POINTS = 3
 
 
@@ -40,7 +40,7 @@ def fit_power_law(work, cost) -> PowerLawFit:
     """Fit ``cost = a * work ** b`` with ``numpy.polyfit`` of degree 1 in log-log space.
 
     Needs at least ``MIN_FIT_POINTS`` distinct positive ``work`` values (a line through
-    two points fits them exactly and says nothing about the trend) and positive costs;
+    two points fits them exactly and shows nothing about the trend) and positive costs;
     otherwise the fit is empty and ``reason`` gives the cause.
     """
     work = np.asarray(work, dtype=np.float64)

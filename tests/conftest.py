@@ -6,6 +6,17 @@ import numpy as np
 import pytest
 from nir_traces import REFERENCE_DIR
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Use one PyTorch thread for a module: on a 2-core machine two threads make small models slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def reference_graph():
     from neuro.nir_io import read_graph

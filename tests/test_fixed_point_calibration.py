@@ -135,7 +135,8 @@ def test_calibrated_rows_fill_weight_grid(conv_network):
             np.testing.assert_array_equal(rows, np.full(rows.shape, 254), err_msg=step.name)
     report = plan.quantisation["lif1"]
     assert report.row_scales.shape == (4,)
-    assert np.all(report.vth >= 1) and np.all(report.vth <= VTH_MAX)
+    assert np.all(report.vth >= 1)
+    assert np.all(report.vth <= VTH_MAX)
     # Per-channel scales give per-channel thresholds: 0.8 times each channel's scale.
     np.testing.assert_array_equal(report.vth[:, 0, 0], np.round(0.8 * report.row_scales))
 
@@ -152,7 +153,8 @@ def test_balanced_rounding_bounds_row_error():
     assert np.all(np.abs((balanced - values).sum(axis=1)) <= grid.step / 2)
     assert np.all(np.abs(balanced - values) <= grid.step)
     assert np.all(balanced % 2 == 0)
-    assert balanced.min() >= grid.low and balanced.max() <= grid.high
+    assert balanced.min() >= grid.low
+    assert balanced.max() <= grid.high
 
 
 # ---------------------------------------------------------------- emulator and overflow

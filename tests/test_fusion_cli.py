@@ -11,7 +11,6 @@ from pathlib import Path
 
 import h5py
 import pytest
-import torch
 
 from cohort.simulator import simulate_cohort, write_metadata_csv
 from fusion.cli import main
@@ -39,12 +38,7 @@ batch_size = 4
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from fusion.models import SNNClassifier, X3DRegressor, build_branch
 from neuro.model import PulmoSNN, predict_classes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Use one PyTorch thread: on a shared 2-core machine two threads make these small models slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(mode: str) -> ExperimentConfig:

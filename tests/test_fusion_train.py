@@ -23,13 +23,7 @@ SUBJECTS = 8
 CLIPS_PER_SUBJECT = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Use one PyTorch thread: on a shared 2-core machine two threads make these small models slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
