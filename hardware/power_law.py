@@ -39,9 +39,9 @@ class PowerLawFit:
 def fit_power_law(work, cost) -> PowerLawFit:
     """Fit ``cost = a * work ** b`` with ``numpy.polyfit`` of degree 1 in log-log space.
 
-    Needs at least ``MIN_FIT_POINTS`` distinct positive ``work`` values (a line through
-    two points fits them exactly and shows nothing about the trend) and positive costs;
-    otherwise the fit is empty and ``reason`` gives the cause.
+    Needs at least ``MIN_FIT_POINTS`` distinct positive ``work`` values and positive
+    costs, because a line through two points fits them exactly and shows no trend.
+    Otherwise the fit is empty and ``reason`` gives the cause.
     """
     work = np.asarray(work, dtype=np.float64)
     cost = np.asarray(cost, dtype=np.float64)

@@ -315,7 +315,7 @@ def test_calibrated_summary_names_scales(calibrated):
 @pytest.mark.slow
 def test_calibration_overflow_warned(small_checkpoint, simulation_cache, tmp_path, capsys, monkeypatch):
     # The small SNN's scales are set by its 8-bit weight grid, so its calibration clips cannot
-    # overflow; an emulator that reports one u wrap stands in for a network that does.
+    # overflow, so an emulator that reports one u wrap replaces the real one here.
     from neuro.backends.lava import integer_model
 
     def emulate_with_wrap(plan, data, **kwargs):

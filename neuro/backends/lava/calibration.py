@@ -38,7 +38,7 @@ NEURON_TYPES = (nir.LIF, nir.IF, nir.CubaLIF, nir.LI)
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """How observed synaptic input becomes a layer's bound.
+    """Settings that turn observed synaptic input into a layer's bound.
 
     ``percentile`` (in (0, 100]) of ``|W x|`` over every (step, sample, neuron) entry of
     a layer, times ``headroom`` (>= 1), is the largest input the layer is sized for.
